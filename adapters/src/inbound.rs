@@ -1,0 +1,6 @@
+//! Driving adapters: the HTTP API and the WebSocket endpoint, served by one listener.
+
+pub mod errors;
+pub mod http;
+pub mod server;
+pub mod ws;

@@ -1,0 +1,364 @@
+//! Client frames on the wire: a JSON object with a `type`, in a text frame or (as the original
+//! accepted) a binary frame holding the same JSON. [`FrameDecoder`] turns one into a
+//! [`ClientMessage`] in a single pass over the bytes, without building a JSON tree.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use aimcs_domain::{AudioChunk, AudioMessage, AudioPayload, ClientMessage, ClientValue};
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::BytesMut;
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::wire::js;
+
+/// Standard base64 as browsers' `FileReader.readAsDataURL` writes it. Padding may be left
+/// out and unused trailing bits may be set, as Node's decoder allowed; anything outside the
+/// alphabet is an error rather than silently skipped.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Turns client frames into messages; keeps a buffer that decoded audio reuses.
+#[derive(Debug, Default)]
+pub(crate) struct FrameDecoder {
+    audio: BytesMut,
+}
+
+impl FrameDecoder {
+    /// The message a frame holds. Never fails: a frame that cannot be read becomes
+    /// [`ClientMessage::Undecodable`], which has its own reply.
+    pub(crate) fn decode(&mut self, frame: &[u8]) -> ClientMessage {
+        if frame.iter().all(u8::is_ascii_whitespace) {
+            return ClientMessage::Undecodable {
+                reason: "empty message: expected a JSON object".into(),
+            };
+        }
+        match serde_json::from_slice::<Frame<'_>>(frame) {
+            Ok(Frame::Object(fields)) => self.interpret(fields),
+            Ok(Frame::Null) => ClientMessage::Undecodable {
+                reason: "message is null: expected a JSON object".into(),
+            },
+            // The original answered any other JSON value (a number, a string, an array) as a
+            // message of unknown type, so clients that probe with one get the same reply.
+            Ok(Frame::Other) => ClientMessage::Unknown {
+                original_type: None,
+            },
+            Err(error) => ClientMessage::Undecodable {
+                reason: format!("invalid JSON: {error}"),
+            },
+        }
+    }
+
+    fn interpret(&mut self, fields: Fields<'_>) -> ClientMessage {
+        let Some(kind) = fields.kind else {
+            return ClientMessage::Unknown {
+                original_type: None,
+            };
+        };
+        match type_name(kind).as_deref() {
+            Some("test") => ClientMessage::Test {
+                message: fields.message.map(client_value),
+            },
+            Some("audio") => ClientMessage::Audio(self.audio_message(fields.data)),
+            Some("ping") => ClientMessage::Ping,
+            _ => ClientMessage::Unknown {
+                original_type: Some(client_value(kind)),
+            },
+        }
+    }
+
+    fn audio_message(&mut self, data: Option<Data<'_>>) -> AudioMessage {
+        let text = match data {
+            None | Some(Data::Falsy) => {
+                return AudioMessage {
+                    encoded_size: 0,
+                    payload: AudioPayload::Empty,
+                };
+            }
+            Some(Data::NotText(kind)) => {
+                return AudioMessage {
+                    encoded_size: 0,
+                    payload: AudioPayload::Invalid(format!(
+                        "audio data must be a base64 string, not {kind}"
+                    )),
+                };
+            }
+            Some(Data::Text(text)) => text,
+        };
+        if text.is_empty() {
+            return AudioMessage {
+                encoded_size: 0,
+                payload: AudioPayload::Empty,
+            };
+        }
+        // The original's `dataSize` was JavaScript's `.length`, in UTF-16 units; valid base64
+        // is ASCII, so that is the byte length (and invalid data is never acknowledged).
+        AudioMessage {
+            encoded_size: text.len(),
+            payload: self.decode_base64(&text),
+        }
+    }
+
+    fn decode_base64(&mut self, text: &str) -> AudioPayload {
+        let estimate = base64::decoded_len_estimate(text.len());
+        self.audio.clear();
+        self.audio.resize(estimate, 0);
+        match BASE64.decode_slice(text.as_bytes(), &mut self.audio[..]) {
+            Ok(len) => {
+                self.audio.truncate(len);
+                // `split` hands the bytes over without copying; once the sink drops them, the
+                // next `resize` reclaims the same allocation.
+                match AudioChunk::new(self.audio.split().freeze()) {
+                    Ok(chunk) => AudioPayload::Chunk(chunk),
+                    Err(_) => AudioPayload::Empty,
+                }
+            }
+            Err(error) => AudioPayload::Invalid(describe_base64_error(text, &error)),
+        }
+    }
+}
+
+fn describe_base64_error(text: &str, error: &base64::DecodeSliceError) -> String {
+    use base64::DecodeError;
+    let decode_error = match error {
+        base64::DecodeSliceError::DecodeError(e) => e,
+        base64::DecodeSliceError::OutputSliceTooSmall => {
+            return "audio data is not valid base64".into();
+        }
+    };
+    match *decode_error {
+        DecodeError::InvalidByte(offset, byte) | DecodeError::InvalidLastSymbol(offset, byte) => {
+            let shown = text[offset..]
+                .chars()
+                .next()
+                .map_or_else(|| format!("0x{byte:02x}"), |c| format!("{c:?}"));
+            format!(
+                "audio data is not valid base64: unexpected character {shown} at offset {offset}"
+            )
+        }
+        DecodeError::InvalidLength(len) => {
+            format!("audio data is not valid base64: {len} symbols cannot encode whole bytes")
+        }
+        DecodeError::InvalidPadding => "audio data is not valid base64: bad padding".into(),
+    }
+}
+
+/// The text of a `type` that is a JSON string, without allocating when it has no escapes.
+fn type_name(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<&str>(text)
+        .map(Cow::Borrowed)
+        .or_else(|_| serde_json::from_str::<String>(text).map(Cow::Owned))
+        .ok()
+}
+
+/// A client value as the original wrote it back: `JSON.stringify` of what it parsed.
+fn client_value(raw: &RawValue) -> ClientValue {
+    // The raw text was parsed once already, so normalising it cannot fail; if it ever did,
+    // the client's own text is still a faithful answer.
+    ClientValue::from_wire(
+        js::normalize_json_text(raw.get()).unwrap_or_else(|_| raw.get().to_owned()),
+    )
+}
+
+/// A whole frame, as far as the decoder cares.
+enum Frame<'a> {
+    Object(Fields<'a>),
+    Null,
+    Other,
+}
+
+/// The fields of a frame object that mean something; others are skipped unread.
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<&'a RawValue>,
+    message: Option<&'a RawValue>,
+    data: Option<Data<'a>>,
+}
+
+/// An `audio` message's `data`, classified the way the original treated it.
+enum Data<'a> {
+    /// A string: base64 text, borrowed from the frame unless it had escapes.
+    Text(Cow<'a, str>),
+    /// `null`, `false` or `0`: JavaScript's falsy values, which the original took as no data.
+    Falsy,
+    /// Anything else, named for the error message.
+    NotText(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Frame<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FrameVisitor)
+    }
+}
+
+struct FrameVisitor;
+
+impl<'de> Visitor<'de> for FrameVisitor {
+    type Value = Frame<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::default();
+        // A repeated key keeps its last value, as `JSON.parse` does.
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Type => fields.kind = Some(map.next_value()?),
+                Key::Message => fields.message = Some(map.next_value()?),
+                Key::Data => fields.data = Some(map.next_value()?),
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Frame::Object(fields))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Frame::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Frame::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+}
+
+/// The keys the decoder looks at.
+enum Key {
+    Type,
+    Message,
+    Data,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "type" => Key::Type,
+            "message" => Key::Message,
+            "data" => Key::Data,
+            _ => Key::Other,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Data<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DataVisitor)
+    }
+}
+
+struct DataVisitor;
+
+impl<'de> Visitor<'de> for DataVisitor {
+    type Value = Data<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("base64 text")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Data::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Data::Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Data::Falsy)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(if value {
+            Data::NotText("a boolean")
+        } else {
+            Data::Falsy
+        })
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(if value == 0 {
+            Data::Falsy
+        } else {
+            Data::NotText("a number")
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(if value == 0 {
+            Data::Falsy
+        } else {
+            Data::NotText("a number")
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(if value == 0.0 {
+            Data::Falsy
+        } else {
+            Data::NotText("a number")
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Data::NotText("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Data::NotText("an object"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

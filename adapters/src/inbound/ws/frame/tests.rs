@@ -1,0 +1,297 @@
+//! Every kind of client frame the original service was measured with, and the message each
+//! must become.
+
+use aimcs_domain::{AudioMessage, AudioPayload, ClientMessage, ClientValue};
+
+use super::FrameDecoder;
+
+fn decode(frame: &str) -> ClientMessage {
+    FrameDecoder::default().decode(frame.as_bytes())
+}
+
+fn value(text: &str) -> Option<ClientValue> {
+    Some(ClientValue::from_wire(text))
+}
+
+fn undecodable_reason(frame: &[u8]) -> String {
+    match FrameDecoder::default().decode(frame) {
+        ClientMessage::Undecodable { reason } => reason,
+        other => panic!(
+            "expected undecodable for {:?}, got {other:?}",
+            String::from_utf8_lossy(&frame[..frame.len().min(80)])
+        ),
+    }
+}
+
+fn audio(frame: &str) -> AudioMessage {
+    match decode(frame) {
+        ClientMessage::Audio(audio) => audio,
+        other => panic!("expected audio for {frame}, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_front_ends_test_message_keeps_its_message() {
+    let frame = r#"{"type":"test","message":"Hello from frontend!","timestamp":"2025-06-27T04:20:11.123Z"}"#;
+    assert_eq!(
+        decode(frame),
+        ClientMessage::Test {
+            message: value(r#""Hello from frontend!""#)
+        }
+    );
+}
+
+#[test]
+fn a_test_message_keeps_a_message_of_any_json_type_as_javascript_rewrites_it() {
+    assert_eq!(
+        decode(r#"{"type":"test","message": {"b": [1, 2.50, 1e2], "a": null}}"#),
+        ClientMessage::Test {
+            message: value(r#"{"b":[1,2.5,100],"a":null}"#)
+        }
+    );
+}
+
+#[test]
+fn a_test_message_without_a_message_has_none() {
+    assert_eq!(
+        decode(r#"{"type":"test"}"#),
+        ClientMessage::Test { message: None }
+    );
+}
+
+#[test]
+fn a_ping_is_a_ping_whatever_else_it_carries() {
+    assert_eq!(decode(r#"{"type":"ping","id":7}"#), ClientMessage::Ping);
+}
+
+#[test]
+fn audio_data_is_decoded_and_its_base64_length_kept() {
+    let audio = audio(r#"{"type":"audio","data":"AQIDBA==","timestamp":"t"}"#);
+    assert_eq!(audio.encoded_size, 8);
+    match audio.payload {
+        AudioPayload::Chunk(chunk) => assert_eq!(chunk.as_bytes(), &[1, 2, 3, 4]),
+        other => panic!("expected a chunk, got {other:?}"),
+    }
+}
+
+#[test]
+fn audio_data_without_padding_is_accepted() {
+    match audio(r#"{"type":"audio","data":"AQIDBA"}"#).payload {
+        AudioPayload::Chunk(chunk) => assert_eq!(chunk.as_bytes(), &[1, 2, 3, 4]),
+        other => panic!("expected a chunk, got {other:?}"),
+    }
+}
+
+#[test]
+fn fields_may_come_in_any_order() {
+    match audio(r#"{"data":"AQID","type":"audio"}"#).payload {
+        AudioPayload::Chunk(chunk) => assert_eq!(chunk.as_bytes(), &[1, 2, 3]),
+        other => panic!("expected a chunk, got {other:?}"),
+    }
+}
+
+#[test]
+fn escaped_audio_data_is_unescaped_before_decoding() {
+    match audio(r#"{"type":"audio","data":"AQ\u0049D"}"#).payload {
+        AudioPayload::Chunk(chunk) => assert_eq!(chunk.as_bytes(), &[1, 2, 3]),
+        other => panic!("expected a chunk, got {other:?}"),
+    }
+}
+
+#[test]
+fn audio_without_data_is_empty_like_every_falsy_data() {
+    for frame in [
+        r#"{"type":"audio"}"#,
+        r#"{"type":"audio","data":""}"#,
+        r#"{"type":"audio","data":null}"#,
+        r#"{"type":"audio","data":false}"#,
+        r#"{"type":"audio","data":0}"#,
+        r#"{"type":"audio","data":0.0}"#,
+    ] {
+        assert_eq!(
+            audio(frame),
+            AudioMessage {
+                encoded_size: 0,
+                payload: AudioPayload::Empty
+            },
+            "{frame}"
+        );
+    }
+}
+
+#[test]
+fn invalid_base64_is_invalid_audio_that_names_the_bad_character() {
+    let AudioPayload::Invalid(reason) = audio(r#"{"type":"audio","data":"AQ!DBA=="}"#).payload
+    else {
+        panic!("expected invalid audio");
+    };
+    assert_eq!(
+        reason,
+        "audio data is not valid base64: unexpected character '!' at offset 2"
+    );
+}
+
+#[test]
+fn base64_with_whitespace_or_a_truncated_group_is_invalid() {
+    for data in ["AQID BA==", "AQIDB", "AQ==AQ==", "ü"] {
+        let frame = format!(r#"{{"type":"audio","data":"{data}"}}"#);
+        assert!(
+            matches!(audio(&frame).payload, AudioPayload::Invalid(_)),
+            "{data:?} must be rejected"
+        );
+    }
+}
+
+#[test]
+fn audio_data_that_is_not_a_string_is_invalid_and_says_what_it_was() {
+    for (data, kind) in [
+        ("12", "a number"),
+        ("true", "a boolean"),
+        ("[1,2]", "an array"),
+        (r#"{"a":1}"#, "an object"),
+    ] {
+        let frame = format!(r#"{{"type":"audio","data":{data}}}"#);
+        assert_eq!(
+            audio(&frame).payload,
+            AudioPayload::Invalid(format!("audio data must be a base64 string, not {kind}")),
+            "{frame}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_type_is_kept_as_the_client_wrote_it() {
+    for (frame, original) in [
+        (r#"{"type":"chat"}"#, r#""chat""#),
+        (r#"{"type":"TEST"}"#, r#""TEST""#),
+        (r#"{"type":5}"#, "5"),
+        (r#"{"type":["test"]}"#, r#"["test"]"#),
+        (r#"{"type":null}"#, "null"),
+        (r#"{"type":"t\u00e9st"}"#, "\"tést\""),
+    ] {
+        assert_eq!(
+            decode(frame),
+            ClientMessage::Unknown {
+                original_type: value(original)
+            },
+            "{frame}"
+        );
+    }
+}
+
+#[test]
+fn a_message_without_type_or_that_is_not_an_object_is_of_unknown_type() {
+    for frame in [
+        r#"{"message":"hi"}"#,
+        "{}",
+        "123",
+        r#""abc""#,
+        "[]",
+        "[1,[2]]",
+        "true",
+    ] {
+        assert_eq!(
+            decode(frame),
+            ClientMessage::Unknown {
+                original_type: None
+            },
+            "{frame}"
+        );
+    }
+}
+
+#[test]
+fn a_repeated_key_keeps_its_last_value_as_json_parse_does() {
+    assert_eq!(
+        decode(r#"{"type":"audio","type":"ping"}"#),
+        ClientMessage::Ping
+    );
+}
+
+#[test]
+fn a_type_written_with_escapes_is_still_recognised() {
+    assert_eq!(decode(r#"{"\u0074ype":"p\u0069ng"}"#), ClientMessage::Ping);
+}
+
+#[test]
+fn frames_that_are_not_json_are_undecodable_with_a_reason() {
+    assert_eq!(
+        undecodable_reason(b"hello"),
+        "invalid JSON: expected value at line 1 column 1"
+    );
+    assert!(
+        undecodable_reason(br#"{"type":"test""#).starts_with("invalid JSON: EOF while parsing")
+    );
+    assert!(undecodable_reason(b"{} {}").starts_with("invalid JSON: trailing characters"));
+}
+
+#[test]
+fn empty_and_null_frames_are_undecodable() {
+    assert_eq!(
+        undecodable_reason(b""),
+        "empty message: expected a JSON object"
+    );
+    assert_eq!(
+        undecodable_reason(b"  \n"),
+        "empty message: expected a JSON object"
+    );
+    assert_eq!(
+        undecodable_reason(b"null"),
+        "message is null: expected a JSON object"
+    );
+}
+
+#[test]
+fn invalid_utf8_is_undecodable() {
+    assert!(undecodable_reason(b"{\"type\":\"te\xffst\"}").starts_with("invalid JSON"));
+}
+
+#[test]
+fn deep_nesting_is_read_without_exhausting_the_stack_as_json_parse_read_it() {
+    // Node's JSON.parse takes 10,000 levels; skipping a value does not recurse, so neither
+    // does the decoder, and the original's replies follow.
+    let (open, close) = ("[".repeat(10_000), "]".repeat(10_000));
+    assert_eq!(
+        decode(&format!("{open}{close}")),
+        ClientMessage::Unknown {
+            original_type: None
+        }
+    );
+    assert_eq!(
+        decode(&format!(r#"{{"type":"x","deep":{open}1{close}}}"#)),
+        ClientMessage::Unknown {
+            original_type: value(r#""x""#)
+        }
+    );
+}
+
+#[test]
+fn a_deeply_nested_test_message_comes_back_as_sent() {
+    let message = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let decoded = decode(&format!(r#"{{"type":"test","message":{message}}}"#));
+    assert_eq!(
+        decoded,
+        ClientMessage::Test {
+            message: value(&message)
+        }
+    );
+}
+
+#[test]
+fn the_audio_buffer_is_reused_once_a_chunk_has_been_dropped() {
+    let mut decoder = FrameDecoder::default();
+    let frame = format!(r#"{{"type":"audio","data":"{}"}}"#, "AAAA".repeat(1_000));
+    let mut chunk_address = || match decoder.decode(frame.as_bytes()) {
+        ClientMessage::Audio(AudioMessage {
+            payload: AudioPayload::Chunk(chunk),
+            ..
+        }) => chunk.as_bytes().as_ptr() as usize,
+        other => panic!("expected a chunk, got {other:?}"),
+    };
+    let first = chunk_address();
+    assert_eq!(
+        chunk_address(),
+        first,
+        "the second chunk must reuse the first one's memory"
+    );
+}
