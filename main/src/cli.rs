@@ -1,0 +1,290 @@
+//! The command line: run the service (the default), probe a local one for a container
+//! `HEALTHCHECK`, or smoke-test a deployment.
+
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::app::{App, VERSION, shutdown_signal};
+use crate::settings::Settings;
+use crate::{check, telemetry};
+
+/// Exit code for a bad command line or configuration (`EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+/// Exit code when the service cannot start (`EX_UNAVAILABLE`).
+const EXIT_UNAVAILABLE: u8 = 69;
+
+const USAGE: &str = "\
+AIMCS backend: real-time audio ingest over WebSocket, plus a small HTTP API.
+
+Usage:
+  aimcs-backend [serve] [--config PATH]        run the service (the default)
+  aimcs-backend healthcheck [--config PATH]    exit 0 if the local service's /health answers 200
+  aimcs-backend check URL                      smoke-test a running deployment, e.g.
+                                               aimcs-backend check http://127.0.0.1:3000
+  aimcs-backend --help | --version
+
+Settings come from embedded defaults, then the TOML file given by --config or APP_CONFIG,
+then PORT and NODE_ENV, then APP_* variables (APP_SERVER__PORT=8080); see README.md.";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the service.
+    Serve {
+        /// `--config PATH`.
+        config: Option<PathBuf>,
+    },
+    /// Probe the local service's `/health`.
+    Healthcheck {
+        /// `--config PATH`, to find the port.
+        config: Option<PathBuf>,
+    },
+    /// Smoke-test a deployment.
+    Check {
+        /// Base URL of the deployment.
+        url: String,
+    },
+    /// Print usage.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+impl Command {
+    /// Parses the arguments after the program name.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with the arguments.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, String> {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|arg| {
+                arg.into_string()
+                    .map_err(|arg| format!("argument {arg:?} is not valid UTF-8"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut args = args.iter().map(String::as_str).peekable();
+        #[derive(Clone, Copy)]
+        enum Verb {
+            Serve,
+            Healthcheck,
+            Check,
+        }
+        let verb = match args.peek().copied() {
+            Some("serve") => Some(Verb::Serve),
+            Some("healthcheck") => Some(Verb::Healthcheck),
+            Some("check") => Some(Verb::Check),
+            _ => None,
+        };
+        if verb.is_some() {
+            args.next();
+        }
+        let mut config = None;
+        let mut positional = Vec::new();
+        while let Some(arg) = args.next() {
+            match arg {
+                "-h" | "--help" => return Ok(Self::Help),
+                "-V" | "--version" => return Ok(Self::Version),
+                "--config" => {
+                    let path = args.next().ok_or("--config needs a path")?;
+                    config = Some(PathBuf::from(path));
+                }
+                _ if arg.starts_with("--config=") => {
+                    config = Some(PathBuf::from(&arg["--config=".len()..]))
+                }
+                _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
+                _ => positional.push(arg),
+            }
+        }
+        match (verb, positional.as_slice()) {
+            (None | Some(Verb::Serve), []) => Ok(Self::Serve { config }),
+            (Some(Verb::Healthcheck), []) => Ok(Self::Healthcheck { config }),
+            (Some(Verb::Check), [url]) => Ok(Self::Check {
+                url: (*url).to_owned(),
+            }),
+            (Some(Verb::Check), _) => {
+                Err("check needs exactly one URL, e.g. http://127.0.0.1:3000".into())
+            }
+            (_, [extra, ..]) => Err(format!("unexpected argument {extra:?}")),
+        }
+    }
+}
+
+/// Runs the command line and returns the process's exit code.
+pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let command = match Command::parse(args) {
+        Ok(command) => command,
+        Err(message) => return usage_error(&message),
+    };
+    match command {
+        Command::Help => say(USAGE),
+        Command::Version => say(&format!("aimcs-backend {VERSION}")),
+        Command::Serve { config } => serve(config).await,
+        Command::Healthcheck { config } => healthcheck(config).await,
+        Command::Check { url } => check::run(&url).await,
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    if let Err(error) = telemetry::init(&settings.log) {
+        return usage_error(&error.to_string());
+    }
+    let app = match App::build(&settings).await {
+        Ok(app) => app,
+        Err(error) => {
+            let cause = std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            tracing::error!(error = %error, cause, "cannot start");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    tracing::info!(
+        addr = %app.local_addr(),
+        version = VERSION,
+        environment = settings.environment,
+        sink = ?settings.audio.sink,
+        "listening"
+    );
+    let report = app
+        .run_until_stopped(shutdown_then_force_on_second_signal())
+        .await;
+    tracing::info!(
+        drained = report.drained,
+        abandoned = report.abandoned,
+        "stopped"
+    );
+    ExitCode::SUCCESS
+}
+
+/// The first signal starts a graceful shutdown; a second one, for an operator who will not
+/// wait, exits at once.
+async fn shutdown_then_force_on_second_signal() {
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting without waiting for connections");
+        std::process::exit(1);
+    });
+}
+
+async fn healthcheck(config: Option<PathBuf>) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    let host = match settings.server.host {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let url = format!("http://{host}:{}/health", settings.server.port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build();
+    let status = match client {
+        Ok(client) => client
+            .get(&url)
+            .send()
+            .await
+            .map(|response| response.status()),
+        Err(error) => Err(error),
+    };
+    match status {
+        Ok(status) if status.is_success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            let _ = writeln!(std::io::stderr(), "unhealthy: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "unhealthy: {url}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(text: &str) -> ExitCode {
+    let _ = writeln!(std::io::stdout(), "{text}");
+    ExitCode::SUCCESS
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    let _ = writeln!(
+        std::io::stderr(),
+        "aimcs-backend: {message}\nRun `aimcs-backend --help` for usage."
+    );
+    ExitCode::from(EXIT_USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        Command::parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn no_arguments_runs_the_service() {
+        assert_eq!(parse(&[]), Ok(Command::Serve { config: None }));
+    }
+
+    #[test]
+    fn a_config_file_can_be_given_to_serve_and_healthcheck() {
+        let config = Some(PathBuf::from("prod.toml"));
+        assert_eq!(
+            parse(&["--config", "prod.toml"]),
+            Ok(Command::Serve {
+                config: config.clone()
+            })
+        );
+        assert_eq!(
+            parse(&["serve", "--config=prod.toml"]),
+            Ok(Command::Serve {
+                config: config.clone()
+            })
+        );
+        assert_eq!(
+            parse(&["healthcheck", "--config", "prod.toml"]),
+            Ok(Command::Healthcheck { config })
+        );
+    }
+
+    #[test]
+    fn check_takes_one_url() {
+        assert_eq!(
+            parse(&["check", "http://x:1"]),
+            Ok(Command::Check {
+                url: "http://x:1".into()
+            })
+        );
+        assert!(parse(&["check"]).is_err());
+        assert!(parse(&["check", "a", "b"]).is_err());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert_eq!(parse(&["--config"]), Err("--config needs a path".into()));
+        assert_eq!(
+            parse(&["--verbose"]),
+            Err("unknown option --verbose".into())
+        );
+        assert_eq!(
+            parse(&["launch"]),
+            Err("unexpected argument \"launch\"".into())
+        );
+    }
+
+    #[test]
+    fn help_and_version_win_over_everything_else() {
+        assert_eq!(parse(&["check", "--help"]), Ok(Command::Help));
+        assert_eq!(parse(&["-V"]), Ok(Command::Version));
+    }
+}

@@ -1,0 +1,395 @@
+//! Settings, in layers: embedded defaults that run locally with nothing else installed, then
+//! an optional TOML file (`--config PATH` or `APP_CONFIG`), then the original's `PORT` and
+//! `NODE_ENV`, then `APP_*` environment variables with `__` between levels
+//! (`APP_SERVER__PORT=8080`). Every value is checked once, here; a bad one stops start-up with
+//! figment's message, which names the setting and where its value came from.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aimcs_adapters::{CorsPolicy, HttpSettings, ServerSettings, WsSettings};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the configuration file, when `--config` is not given.
+pub const CONFIG_ENV: &str = "APP_CONFIG";
+
+/// The origins the original allowed; the default allow-list.
+pub const SEED_ORIGINS: [&str; 4] = [
+    "https://aimcs-frontend-eastus2.azurewebsites.net",
+    "https://aimcs.net",
+    "http://localhost:5173",
+    "http://localhost:3000",
+];
+
+/// All settings of the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Name of the deployment environment (`development`, `production`, ...), for the logs.
+    pub environment: String,
+    /// Listening socket and shutdown.
+    pub server: ServerConfig,
+    /// Browser origins allowed to call the API.
+    pub cors: CorsConfig,
+    /// HTTP API limits.
+    pub http: HttpConfig,
+    /// WebSocket limits.
+    pub ws: WsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Where audio goes.
+    pub audio: AudioConfig,
+}
+
+/// Where audio goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioConfig {
+    /// The audio sink adapter.
+    pub sink: SinkKind,
+}
+
+/// The audio sink adapters to choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Count and discard, as the original did.
+    Null,
+}
+
+/// Listening socket and shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; `0.0.0.0` listens on every IPv4 interface, as the original did.
+    pub host: IpAddr,
+    /// Port to listen on; `0` picks a free one.
+    pub port: u16,
+    /// Seconds a client may take to send its request headers.
+    pub header_read_timeout_secs: PositiveSeconds,
+    /// Seconds shutdown waits for open connections before exiting anyway.
+    pub shutdown_grace_secs: PositiveSeconds,
+}
+
+/// Browser origins allowed to call the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`scheme://host[:port]`), as browsers send them.
+    pub allowed_origins: Vec<Origin>,
+}
+
+/// HTTP API limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: Bytes,
+}
+
+/// WebSocket limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConfig {
+    /// Largest message a client may send, in bytes.
+    pub max_message_bytes: Bytes,
+    /// Initial read buffer per connection, in bytes.
+    pub read_buffer_bytes: Bytes,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` (readable lines for a terminal) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter: a level (`info`) or directives (`info,aimcs_adapters=debug`).
+    /// `RUST_LOG`, when set, takes precedence.
+    pub level: LogLevel,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A validated `tracing` filter directive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    /// The directive text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+
+    fn try_from(directive: String) -> Result<Self, Self::Error> {
+        use tracing_subscriber::filter::LevelFilter;
+        // `EnvFilter` reads an unknown word as a target name, so a typo such as `inf` would
+        // silently turn logging off; insist on a level in every directive.
+        let is_level =
+            |text: &str| !text.trim().is_empty() && text.trim().parse::<LevelFilter>().is_ok();
+        let well_formed = directive
+            .split(',')
+            .all(|part| match part.rsplit_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && is_level(level),
+                None => is_level(part),
+            });
+        if well_formed && tracing_subscriber::EnvFilter::try_new(&directive).is_ok() {
+            Ok(Self(directive))
+        } else {
+            Err(format!(
+                "{directive:?} is not a log level or filter: use trace, debug, info, warn, error or off, \
+                 optionally with target=level directives such as info,aimcs_adapters=debug"
+            ))
+        }
+    }
+}
+
+impl From<LogLevel> for String {
+    fn from(level: LogLevel) -> Self {
+        level.0
+    }
+}
+
+/// A validated browser origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Origin(String);
+
+impl TryFrom<String> for Origin {
+    type Error = String;
+
+    fn try_from(origin: String) -> Result<Self, Self::Error> {
+        CorsPolicy::new([&origin])
+            .map(|_| Self(origin))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl From<Origin> for String {
+    fn from(origin: Origin) -> Self {
+        origin.0
+    }
+}
+
+/// A whole number of seconds, at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct PositiveSeconds(u64);
+
+impl PositiveSeconds {
+    /// As a duration.
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl TryFrom<u64> for PositiveSeconds {
+    type Error = String;
+
+    fn try_from(secs: u64) -> Result<Self, Self::Error> {
+        if secs == 0 {
+            Err("must be at least 1 second".into())
+        } else {
+            Ok(Self(secs))
+        }
+    }
+}
+
+impl From<PositiveSeconds> for u64 {
+    fn from(secs: PositiveSeconds) -> Self {
+        secs.0
+    }
+}
+
+/// A byte size between 1 KiB and 64 MiB: smaller breaks clients, larger invites abuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Bytes(usize);
+
+impl Bytes {
+    /// The size in bytes.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Bytes {
+    type Error = String;
+
+    fn try_from(bytes: u64) -> Result<Self, Self::Error> {
+        const RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * 1024 * 1024;
+        match usize::try_from(bytes) {
+            Ok(size) if RANGE.contains(&bytes) => Ok(Self(size)),
+            _ => Err(format!(
+                "{bytes} bytes is out of range: use 1024 to 67108864"
+            )),
+        }
+    }
+}
+
+impl From<Bytes> for u64 {
+    fn from(bytes: Bytes) -> Self {
+        bytes.0 as u64
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let http = HttpSettings::default();
+        let ws = WsSettings::default();
+        Self {
+            environment: "development".into(),
+            server: ServerConfig {
+                host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                port: 3000,
+                header_read_timeout_secs: PositiveSeconds(10),
+                shutdown_grace_secs: PositiveSeconds(10),
+            },
+            cors: CorsConfig {
+                allowed_origins: SEED_ORIGINS.iter().map(|o| Origin((*o).into())).collect(),
+            },
+            http: HttpConfig {
+                max_body_bytes: Bytes(http.max_body_bytes),
+            },
+            ws: WsConfig {
+                max_message_bytes: Bytes(ws.max_message_bytes),
+                read_buffer_bytes: Bytes(ws.read_buffer_bytes),
+            },
+            log: LogConfig {
+                format: LogFormat::Pretty,
+                level: LogLevel("info".into()),
+            },
+            audio: AudioConfig {
+                sink: SinkKind::Null,
+            },
+        }
+    }
+}
+
+/// Settings could not be loaded; says which setting, what is wrong, and where the value came
+/// from (file, environment variable or defaults), one line per problem.
+#[derive(Debug)]
+pub struct SettingsError(Box<figment::Error>);
+
+impl std::error::Error for SettingsError {}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in (*self.0).clone().into_iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(
+                f,
+                "invalid setting `{}`: {}",
+                error.path.join("."),
+                error.kind
+            )?;
+            if let Some(source) = describe_source(&error, &error.path) {
+                write!(f, " (from {source})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a bad value came from, in the words an operator would search for.
+fn describe_source(error: &figment::Error, path: &[String]) -> Option<String> {
+    let metadata = error.metadata.as_ref()?;
+    if let Some(figment::Source::File(file)) = &metadata.source {
+        return Some(format!("file {}", file.display()));
+    }
+    // Array elements live in one variable, so an index is not part of its name.
+    let named: Vec<&str> = path
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    if metadata.name.contains("APP_") {
+        return Some(format!(
+            "environment variable APP_{}",
+            named.join("__").to_uppercase()
+        ));
+    }
+    if metadata.name.contains("environment") {
+        let variable = match named.as_slice() {
+            ["server", "port"] => "PORT",
+            ["environment"] => "NODE_ENV",
+            _ => return Some(metadata.name.to_string()),
+        };
+        return Some(format!("environment variable {variable}"));
+    }
+    Some(metadata.name.to_string())
+}
+
+impl Settings {
+    /// Loads the layers described in the module docs. `config` is the `--config` argument,
+    /// which wins over `APP_CONFIG`.
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the first bad value, its setting and its source.
+    pub fn load(config: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::figment(config)
+            .extract()
+            .map_err(|e| SettingsError(Box::new(e)))
+    }
+
+    /// The layered sources, before extraction.
+    pub fn figment(config: Option<&Path>) -> Figment {
+        let file = config
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            // An explicit file must exist: a typo in its path must not silently run defaults.
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::raw().only(&["PORT"]).map(|_| "server.port".into()))
+            .merge(Env::raw().only(&["NODE_ENV"]).map(|_| "environment".into()))
+            .merge(Env::prefixed("APP_").ignore(&["CONFIG"]).split("__"))
+    }
+
+    /// The address to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server.host, self.server.port)
+    }
+
+    /// The transport's settings.
+    pub fn server_settings(&self) -> ServerSettings {
+        let cors = CorsPolicy::new(self.cors.allowed_origins.iter().map(|o| o.0.as_str()))
+            .expect("origins are validated when settings are loaded");
+        ServerSettings {
+            cors,
+            http: HttpSettings {
+                max_body_bytes: self.http.max_body_bytes.get(),
+            },
+            ws: WsSettings {
+                max_message_bytes: self.ws.max_message_bytes.get(),
+                read_buffer_bytes: self.ws.read_buffer_bytes.get(),
+                ..WsSettings::default()
+            },
+            header_read_timeout: self.server.header_read_timeout_secs.duration(),
+            shutdown_grace: self.server.shutdown_grace_secs.duration(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

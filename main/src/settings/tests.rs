@@ -1,0 +1,197 @@
+//! Layering and validation, each case inside a `figment::Jail` so that environment changes
+//! stay inside the test.
+#![allow(
+    clippy::result_large_err,
+    reason = "figment::Jail's closures return figment::Error, whose size is figment's choice"
+)]
+
+use figment::Jail;
+
+use super::*;
+
+fn load_in(jail: &Jail, config: Option<&str>) -> Result<Settings, SettingsError> {
+    let _ = jail;
+    Settings::load(config.map(Path::new))
+}
+
+#[test]
+fn defaults_run_locally_on_port_3000_with_the_seed_origins() {
+    Jail::expect_with(|jail| {
+        let settings = load_in(jail, None).unwrap();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.listen_addr(), "0.0.0.0:3000".parse().unwrap());
+        assert_eq!(settings.cors.allowed_origins.len(), 4);
+        Ok(())
+    });
+}
+
+#[test]
+fn each_layer_overrides_the_one_before() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "aimcs.toml",
+            "[server]\nport = 4000\n[log]\nformat = \"json\"\n",
+        )?;
+        assert_eq!(load_in(jail, Some("aimcs.toml")).unwrap().server.port, 4000);
+
+        jail.set_env("PORT", "5000");
+        assert_eq!(
+            load_in(jail, Some("aimcs.toml")).unwrap().server.port,
+            5000,
+            "PORT beats the file"
+        );
+
+        jail.set_env("APP_SERVER__PORT", "6000");
+        let settings = load_in(jail, Some("aimcs.toml")).unwrap();
+        assert_eq!(settings.server.port, 6000, "APP_* beats PORT");
+        assert_eq!(
+            settings.log.format,
+            LogFormat::Json,
+            "the file's other values stay"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn the_config_file_can_be_named_by_app_config() {
+    Jail::expect_with(|jail| {
+        jail.create_file("other.toml", "environment = \"staging\"\n")?;
+        jail.set_env("APP_CONFIG", "other.toml");
+        assert_eq!(load_in(jail, None).unwrap().environment, "staging");
+        Ok(())
+    });
+}
+
+#[test]
+fn node_env_still_names_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.set_env("NODE_ENV", "production");
+        assert_eq!(load_in(jail, None).unwrap().environment, "production");
+        jail.set_env("APP_ENVIRONMENT", "staging");
+        assert_eq!(load_in(jail, None).unwrap().environment, "staging");
+        Ok(())
+    });
+}
+
+#[test]
+fn origins_can_be_set_as_a_list_in_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "APP_CORS__ALLOWED_ORIGINS",
+            r#"["https://a.example","http://localhost:8080"]"#,
+        );
+        let origins: Vec<String> = load_in(jail, None)
+            .unwrap()
+            .cors
+            .allowed_origins
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(origins, ["https://a.example", "http://localhost:8080"]);
+        Ok(())
+    });
+}
+
+fn error_in(jail: &Jail, config: Option<&str>) -> String {
+    load_in(jail, config).unwrap_err().to_string()
+}
+
+#[test]
+fn a_bad_port_names_the_setting_and_the_variable_it_came_from() {
+    Jail::expect_with(|jail| {
+        jail.set_env("PORT", "abc");
+        let error = error_in(jail, None);
+        assert_eq!(
+            error,
+            "invalid setting `server.port`: invalid type: found string \"abc\", expected u16 (from environment variable PORT)"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_origin_names_the_setting_and_the_file_it_came_from() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "bad.toml",
+            "[cors]\nallowed_origins = [\"https://ok.example\", \"aimcs.net/app\"]\n",
+        )?;
+        let error = error_in(jail, Some("bad.toml"));
+        assert!(
+            error.starts_with(
+                "invalid setting `cors.allowed_origins.1`: \"aimcs.net/app\" is not an origin"
+            ),
+            "{error}"
+        );
+        assert!(error.ends_with("bad.toml)"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn out_of_range_and_misspelt_values_are_refused() {
+    Jail::expect_with(|jail| {
+        jail.set_env("APP_WS__MAX_MESSAGE_BYTES", "10");
+        assert!(error_in(jail, None).contains("out of range"));
+        jail.set_env("APP_WS__MAX_MESSAGE_BYTES", "65536");
+
+        jail.set_env("APP_LOG__FORMAT", "xml");
+        let error = error_in(jail, None);
+        assert!(
+            error.starts_with("invalid setting `log.format`: unknown variant"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("(from environment variable APP_LOG__FORMAT)"),
+            "{error}"
+        );
+        jail.set_env("APP_LOG__FORMAT", "json");
+
+        for typo in ["inf", "loud=", "info,aimcs=verbose"] {
+            jail.set_env("APP_LOG__LEVEL", typo);
+            assert!(
+                error_in(jail, None).contains("is not a log level"),
+                "{typo}"
+            );
+        }
+        jail.set_env("APP_LOG__LEVEL", "warn,aimcs_adapters=debug");
+        assert_eq!(
+            load_in(jail, None).unwrap().log.level.as_str(),
+            "warn,aimcs_adapters=debug"
+        );
+
+        jail.set_env("APP_SERVER__SHUTDOWN_GRACE_SECS", "0");
+        assert!(error_in(jail, None).contains("at least 1 second"));
+        jail.set_env("APP_SERVER__SHUTDOWN_GRACE_SECS", "5");
+
+        jail.set_env("APP_SERVER_PORT", "8080");
+        let error = error_in(jail, None);
+        assert!(
+            error.starts_with("invalid setting `server_port`: unknown field"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("(from environment variable APP_SERVER_PORT)"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_config_file_that_does_not_exist_is_an_error_not_silently_the_defaults() {
+    Jail::expect_with(|jail| {
+        let error = error_in(jail, Some("missing.toml"));
+        assert!(error.contains("missing.toml"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn settings_become_the_transports_settings() {
+    let settings = Settings::default().server_settings();
+    assert_eq!(settings.http.max_body_bytes, 1024 * 1024);
+    assert_eq!(settings.ws.max_message_bytes, 1024 * 1024);
+    assert_eq!(settings.shutdown_grace, Duration::from_secs(10));
+}

@@ -1,0 +1,262 @@
+//! The `aimcs-backend` binary as an operator runs it: start-up, signals, exit codes, the
+//! container health check and the deployment smoke test.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_aimcs-backend");
+
+/// The binary, started on a free loopback port with JSON logs, and the address it reported.
+struct Running {
+    child: Child,
+    addr: String,
+    logs: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+async fn start(extra_env: &[(&str, &str)]) -> Running {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("APP_SERVER__HOST", "127.0.0.1")
+        .env("APP_SERVER__PORT", "0")
+        .env("APP_LOG__FORMAT", "json")
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let parsed = serde_json::from_str::<Value>(&line)
+                .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
+            if tx.send(parsed).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), logs.recv())
+            .await
+            .expect("a log line in time")
+            .expect("the binary logs");
+        if line["message"] == "listening" {
+            break line["addr"]
+                .as_str()
+                .expect("the address is logged")
+                .to_owned();
+        }
+    };
+    Running { child, addr, logs }
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-s", name, &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+async fn exit_code(child: &mut Child) -> i32 {
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the process exits in time")
+        .unwrap()
+        .code()
+        .expect("an exit code")
+}
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1000_and_exits_0() {
+    let mut running = start(&[]).await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/audio", running.addr))
+            .await
+            .unwrap();
+    let greeting = socket.next().await.unwrap().unwrap();
+    assert!(
+        greeting
+            .to_text()
+            .unwrap()
+            .contains("\"type\":\"connection\"")
+    );
+
+    signal(&running.child, "TERM");
+
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a close in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1000, "Server shutting down")
+    );
+    assert_eq!(exit_code(&mut running.child).await, 0);
+}
+
+#[tokio::test]
+async fn sigint_shuts_down_cleanly_too() {
+    let mut running = start(&[]).await;
+    signal(&running.child, "INT");
+    assert_eq!(exit_code(&mut running.child).await, 0);
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_connection_carries_its_id() {
+    let mut running = start(&[]).await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/audio", running.addr))
+            .await
+            .unwrap();
+    let greeting: Value =
+        serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    let id = greeting["connectionId"].as_str().unwrap().to_owned();
+    drop(socket);
+
+    let mut connection_lines = 0;
+    while let Ok(Some(line)) =
+        tokio::time::timeout(Duration::from_secs(5), running.logs.recv()).await
+    {
+        if line["message"] == "websocket connected" || line["message"] == "websocket closed" {
+            assert_eq!(line["span"]["connection_id"], id.as_str(), "{line}");
+            connection_lines += 1;
+        }
+        if line["message"] == "websocket closed" {
+            break;
+        }
+    }
+    assert_eq!(connection_lines, 2);
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_with_exit_64_naming_it() {
+    let output = Command::new(BINARY)
+        .env_clear()
+        .env("PORT", "abc")
+        .output()
+        .await
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("invalid setting `server.port`")
+            && stderr.contains("environment variable PORT"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_stops_start_up_with_exit_69() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+
+    let output = Command::new(BINARY)
+        .env_clear()
+        .env("APP_SERVER__HOST", "127.0.0.1")
+        .env("PORT", &port)
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("could not listen on"));
+}
+
+#[tokio::test]
+async fn healthcheck_passes_against_the_running_service_and_fails_without_one() {
+    let running = start(&[]).await;
+    let port = running.addr.rsplit(':').next().unwrap().to_owned();
+
+    let healthy = Command::new(BINARY)
+        .arg("healthcheck")
+        .env_clear()
+        .env("PORT", &port)
+        .status()
+        .await
+        .unwrap();
+    drop(running);
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let unhealthy = Command::new(BINARY)
+        .arg("healthcheck")
+        .env_clear()
+        .env("PORT", &free)
+        .output()
+        .await
+        .unwrap();
+
+    assert!(healthy.success());
+    assert_eq!(unhealthy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unhealthy.stderr).starts_with("unhealthy:"));
+}
+
+#[tokio::test]
+async fn check_passes_against_the_running_service() {
+    let running = start(&[]).await;
+
+    let output = Command::new(BINARY)
+        .args(["check", &format!("http://{}", running.addr)])
+        .output()
+        .await
+        .unwrap();
+
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("5 passed, 0 failed"), "{report}");
+    assert!(report.contains("WS /ws/audio session"), "{report}");
+}
+
+#[tokio::test]
+async fn check_fails_and_names_what_failed_when_nothing_answers() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let output = Command::new(BINARY)
+        .args(["check", &format!("http://127.0.0.1:{free}")])
+        .output()
+        .await
+        .unwrap();
+
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(report.contains("FAIL  GET /health"), "{report}");
+    assert!(report.contains("0 passed, 5 failed"), "{report}");
+}
+
+#[tokio::test]
+async fn help_and_version_are_printed() {
+    let help = Command::new(BINARY).arg("--help").output().await.unwrap();
+    let version = Command::new(BINARY)
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("aimcs-backend check URL"));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("aimcs-backend {}", env!("CARGO_PKG_VERSION"))
+    );
+}
