@@ -1,0 +1,10 @@
+//! Black-box tests: the real service on a free loopback port, driven by a real HTTP client and
+//! a real WebSocket client, one module per surface.
+
+mod chat;
+mod compat;
+mod cors;
+mod http;
+mod shutdown;
+mod transport;
+mod ws;

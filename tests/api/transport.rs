@@ -1,0 +1,93 @@
+//! The HTTP/1 transport itself: slow clients, handshakes no library client would send.
+
+use std::time::{Duration, Instant};
+
+use aimcs_tests::{raw, spawn_app, spawn_app_with};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected_and_others_are_served() {
+    let app = spawn_app_with(|settings| {
+        settings.server.header_read_timeout_secs = 1_u64.try_into().unwrap()
+    })
+    .await;
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+
+    assert_eq!(
+        app.get("/health").await.status(),
+        200,
+        "others are served meanwhile"
+    );
+    let mut buffer = [0; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buffer)).await;
+
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "the server must not wait forever for headers");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        "closed after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_with_an_unsupported_version_is_told_the_supported_one() {
+    let app = spawn_app().await;
+    let request = "GET /ws/audio HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\nConnection: close\r\n\r\n";
+
+    let response = raw::exchange(app.addr, request.as_bytes()).await;
+
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_without_a_key_is_a_json_400() {
+    let app = spawn_app().await;
+    let request = "GET /ws/audio HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+
+    let response = raw::exchange(app.addr, request.as_bytes()).await;
+
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains(r#""code":"bad_handshake""#), "{response}");
+}
+
+#[tokio::test]
+async fn a_valid_handshake_gets_the_rfc_accept_key() {
+    let app = spawn_app().await;
+    let request = "GET /ws/audio HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    let response = raw::exchange(app.addr, request.as_bytes()).await;
+
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    assert!(
+        response.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{response}"
+    );
+    assert!(
+        response.contains(r#""type":"connection""#),
+        "the greeting follows the handshake: {response}"
+    );
+}
+
+#[tokio::test]
+async fn many_requests_share_one_keep_alive_connection() {
+    let app = spawn_app().await;
+    let request = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
+
+    let response = raw::exchange(app.addr, request.as_bytes()).await;
+
+    assert_eq!(response.matches("HTTP/1.1 200 OK").count(), 3, "{response}");
+}

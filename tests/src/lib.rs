@@ -1,0 +1,340 @@
+//! Helpers for the black-box tests: start the real service on a free port and talk to it the
+//! way clients do, over real sockets.
+//!
+//! # Layout
+//! - [`spawn_app`] / [`TestApp`]: the service, in this process, with its own settings.
+//! - [`WsClient`]: a WebSocket client that reads server messages as JSON.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aimcs_backend::app::App;
+use aimcs_backend::settings::Settings;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use aimcs_backend::settings;
+
+/// How long a test waits for anything the server should do promptly.
+pub const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// A running service and the means to stop it.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// An HTTP client for it.
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<JoinHandle<aimcs_backend::ShutdownReport>>,
+}
+
+/// Starts the service on `127.0.0.1`, a free port, default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the service with settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::default();
+    settings.server.host = [127, 0, 0, 1].into();
+    settings.server.port = 0;
+    configure(&mut settings);
+    let app = App::build(&settings)
+        .await
+        .expect("the service builds on a free port");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .timeout(PROMPTLY)
+        .build()
+        .expect("an HTTP client");
+    TestApp {
+        addr,
+        http,
+        stop: Some(stop),
+        running: Some(running),
+    }
+}
+
+impl TestApp {
+    /// `http://127.0.0.1:port` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET is answered")
+    }
+
+    /// `GET /health`, as JSON.
+    pub async fn health(&self) -> Value {
+        self.get("/health")
+            .await
+            .json()
+            .await
+            .expect("/health answers JSON")
+    }
+
+    /// `/health.connections`.
+    pub async fn connections(&self) -> u64 {
+        self.health().await["connections"]
+            .as_u64()
+            .expect("connections is a count")
+    }
+
+    /// Waits until `/health` reports `expected` connections; the server removes a closed
+    /// connection a moment after the client sees the close.
+    pub async fn wait_for_connections(&self, expected: u64) {
+        let deadline = tokio::time::Instant::now() + PROMPTLY;
+        loop {
+            let now = self.connections().await;
+            if now == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connections stayed at {now}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `POST /api/chat` with a JSON body.
+    pub async fn post_chat(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/chat"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST is answered")
+    }
+
+    /// `POST /api/chat` with `body` sent as `content_type`.
+    pub async fn post_chat_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/chat"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST is answered")
+    }
+
+    /// Opens a WebSocket on `/ws/audio`.
+    pub async fn connect(&self) -> WsClient {
+        self.connect_to("/ws/audio")
+            .await
+            .expect("the upgrade succeeds")
+    }
+
+    /// Opens a WebSocket on `path`, or returns the handshake error.
+    pub async fn connect_to(
+        &self,
+        path: &str,
+    ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("ws://{}{path}", self.addr);
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(WsClient { socket })
+    }
+
+    /// Asks the service to shut down and waits until it has.
+    pub async fn shut_down(mut self) -> aimcs_backend::ShutdownReport {
+        self.trigger_shutdown();
+        let running = self.running.take().expect("not yet shut down");
+        tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("shutdown completes")
+            .expect("the server task does not panic")
+    }
+
+    /// Asks the service to shut down without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+/// A WebSocket client of `/ws/audio`.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a WebSocket ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// A close frame with this code and reason.
+    Closed(u16, String),
+    /// The connection ended without a close frame.
+    Dropped,
+}
+
+impl WsClient {
+    /// Opens a WebSocket on a full `ws://` URL (for servers other than a [`TestApp`]).
+    pub async fn connect_url(url: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the upgrade succeeds");
+        Self { socket }
+    }
+
+    /// Sends a raw text frame and returns the server's reply.
+    pub async fn ask_raw(&mut self, frame: &str) -> Value {
+        self.send_text(frame).await;
+        self.next_json().await
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.socket
+            .send(Message::text(text.into()))
+            .await
+            .expect("the frame is sent");
+    }
+
+    /// Sends `value` as a JSON text frame.
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: impl Into<Vec<u8>>) {
+        self.socket
+            .send(Message::binary(bytes.into()))
+            .await
+            .expect("the frame is sent");
+    }
+
+    /// Sends an `audio` message carrying `bytes` in base64, as the front end does.
+    pub async fn send_audio(&mut self, bytes: &[u8]) {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        self.send_json(&serde_json::json!({"type": "audio", "data": data, "timestamp": "2025-06-27T04:20:11.123Z"}))
+            .await;
+    }
+
+    /// Sends a protocol-level ping.
+    pub async fn send_ping(&mut self, payload: &'static [u8]) {
+        self.socket
+            .send(Message::Ping(payload.into()))
+            .await
+            .expect("the ping is sent");
+    }
+
+    /// The next frame the server sends, whatever it is.
+    pub async fn next_frame(&mut self) -> Option<Message> {
+        match tokio::time::timeout(PROMPTLY, self.socket.next()).await {
+            Ok(Some(Ok(message))) => Some(message),
+            Ok(Some(Err(_)) | None) => None,
+            Err(_) => panic!("the server sent nothing within {PROMPTLY:?}"),
+        }
+    }
+
+    /// The next text frame, unparsed.
+    pub async fn next_text(&mut self) -> String {
+        loop {
+            match self.next_frame().await {
+                Some(Message::Text(text)) => return text.to_string(),
+                Some(Message::Ping(_) | Message::Pong(_)) => {}
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next server message, as JSON; fails the test on anything else.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            match self.next_frame().await {
+                Some(Message::Text(text)) => {
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|_| panic!("server sent non-JSON text: {text}"));
+                }
+                Some(Message::Ping(_) | Message::Pong(_)) => {}
+                other => panic!("expected a JSON message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `value` and returns the server's reply.
+    pub async fn ask(&mut self, value: &Value) -> Value {
+        self.send_json(value).await;
+        self.next_json().await
+    }
+
+    /// Reads until the connection ends and says how.
+    pub async fn ending(&mut self) -> Ending {
+        loop {
+            match self.next_frame().await {
+                Some(Message::Close(Some(CloseFrame { code, reason }))) => {
+                    return Ending::Closed(code.into(), reason.to_string());
+                }
+                Some(Message::Close(None)) => return Ending::Closed(1005, String::new()),
+                Some(_) => {}
+                None => return Ending::Dropped,
+            }
+        }
+    }
+
+    /// Closes the connection from the client side, with a normal close.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(PROMPTLY, self.socket.next()).await {}
+    }
+}
+
+/// Raw TCP exchanges, for requests no HTTP client will send (chunked bodies, slow headers).
+pub mod raw {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    /// Sends `request` and returns what the server answered, read until it closes the
+    /// connection or stays quiet for half a second.
+    pub async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("the server accepts");
+        stream
+            .write_all(request)
+            .await
+            .expect("the request is sent");
+        let mut answer = Vec::new();
+        let mut buffer = [0; 4096];
+        loop {
+            let quiet = if answer.is_empty() {
+                super::PROMPTLY
+            } else {
+                Duration::from_millis(500)
+            };
+            match tokio::time::timeout(quiet, stream.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
