@@ -1,0 +1,36 @@
+# Shared helpers for the scripts in this folder; source it, do not run it.
+
+# Fails with an install hint when a command is missing.
+need() {
+  local tool=$1 hint=$2
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "error: '$tool' is required: $hint" >&2
+    exit 1
+  fi
+}
+
+# Prints a step banner and runs the step, timing it.
+step() {
+  local name=$1
+  shift
+  local started=$SECONDS
+  echo
+  echo "==> $name"
+  "$@"
+  echo "<== $name ($((SECONDS - started)) s)"
+}
+
+# A free TCP port on the loopback interface.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# A Python virtual environment under .tools/ with the given pinned packages installed.
+tool_venv() {
+  local venv=.tools/venv
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+  echo "$venv"
+}
