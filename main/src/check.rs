@@ -92,20 +92,28 @@ async fn status(client: &reqwest::Client, base: &str) -> Outcome {
     Ok(format!("{} active connections", body["activeConnections"]))
 }
 
-async fn chat(client: &reqwest::Client, base: &str) -> Outcome {
-    let url = format!("{base}/api/chat");
-    let request = json!({"message": "Hello from aimcs-backend check!", "context": {"test": true}});
+async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    body: &Value,
+) -> Result<(u16, Value), String> {
     let response = client
         .post(&url)
-        .json(&request)
+        .json(body)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let status = response.status().as_u16();
-    let body: Value = response
+    let body = response
         .json()
         .await
         .map_err(|e| format!("{url}: body is not JSON: {e}"))?;
+    Ok((status, body))
+}
+
+async fn chat(client: &reqwest::Client, base: &str) -> Outcome {
+    let request = json!({"message": "Hello from aimcs-backend check!", "context": {"test": true}});
+    let (status, body) = post_json(client, format!("{base}/api/chat"), &request).await?;
     expect(status == 200, || {
         format!("status {status}, expected 200: {body}")
     })?;
@@ -121,18 +129,7 @@ async fn chat(client: &reqwest::Client, base: &str) -> Outcome {
 }
 
 async fn chat_without_message(client: &reqwest::Client, base: &str) -> Outcome {
-    let url = format!("{base}/api/chat");
-    let response = client
-        .post(&url)
-        .json(&json!({}))
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status().as_u16();
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("{url}: body is not JSON: {e}"))?;
+    let (status, body) = post_json(client, format!("{base}/api/chat"), &json!({})).await?;
     expect(
         status == 400 && body["error"] == "Message is required",
         || format!("expected 400 \"Message is required\", got {status}: {body}"),

@@ -1,16 +1,7 @@
 //! `/health`, `/api/status`, and what every other request gets.
 
-use aimcs_tests::spawn_app;
+use aimcs_tests::{keys, spawn_app};
 use serde_json::Value;
-
-fn keys(value: &Value) -> Vec<&str> {
-    value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
 
 fn is_iso_timestamp(value: &Value) -> bool {
     let Some(text) = value.as_str() else {

@@ -3,17 +3,8 @@
 
 use std::collections::HashSet;
 
-use aimcs_tests::{Ending, spawn_app, spawn_app_with};
+use aimcs_tests::{Ending, keys, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
-
-fn keys(value: &Value) -> Vec<&str> {
-    value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
 
 #[tokio::test]
 async fn a_new_connection_is_greeted_with_its_id() {

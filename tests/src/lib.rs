@@ -21,6 +21,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use aimcs_backend::settings;
 
+/// The field names of a JSON object, in order: the original's field order is part of its
+/// wire format.
+pub fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 /// How long a test waits for anything the server should do promptly.
 pub const PROMPTLY: Duration = Duration::from_secs(5);
 

@@ -16,14 +16,14 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::js::{LARGEST_ARRAY_INDEX, array_index};
+
 /// body-parser's `parameterLimit`: a body with this many `&`s is refused before qs runs.
 const PARAMETER_LIMIT: usize = 1000;
 /// qs's `depth` as body-parser sets it; with `strictDepth` a deeper key is an error.
 const DEPTH_LIMIT: usize = 32;
 /// body-parser's floor for qs's `arrayLimit`, which is otherwise the `&` count.
 const MIN_ARRAY_LIMIT: usize = 100;
-/// Largest JavaScript array index; integer-like keys up to it are listed first, in numeric order.
-const LARGEST_ARRAY_INDEX: u64 = 4_294_967_294;
 
 /// Why a form body was refused; the original service answered both with an error status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,17 +472,7 @@ fn build_from_chain(chain: &[&str], leaf: Node, array_limit: usize) -> Node {
 /// The array index a bracketed segment names for qs: the canonical decimal form of an
 /// integer no larger than `array_limit` (larger or non-canonical ones become object keys).
 fn list_index(name: &str, array_limit: usize) -> Option<usize> {
-    let bytes = name.as_bytes();
-    let canonical = match bytes {
-        [] => false,
-        [b'0'] => true,
-        [b'0', ..] => false,
-        _ => bytes.len() <= 10 && bytes.iter().all(u8::is_ascii_digit),
-    };
-    if !canonical {
-        return None;
-    }
-    let index: usize = name.parse().ok()?;
+    let index = usize::try_from(array_index(name)?).ok()?;
     (index <= array_limit).then_some(index)
 }
 
@@ -573,26 +563,6 @@ fn merge_into_object(mut target: Object, entries: impl Iterator<Item = (Key, Nod
         }
     }
     target
-}
-
-/// The array index `key` denotes as a JavaScript property name, if any: the canonical
-/// decimal form of an integer in 0..=4294967294.
-fn array_index(key: &str) -> Option<u32> {
-    let bytes = key.as_bytes();
-    let canonical = match bytes {
-        [] => false,
-        [b'0'] => true,
-        [b'0', ..] => false,
-        _ => bytes.len() <= 10 && bytes.iter().all(u8::is_ascii_digit),
-    };
-    if !canonical {
-        return None;
-    }
-    let index: u64 = key.parse().ok()?;
-    if index > LARGEST_ARRAY_INDEX {
-        return None;
-    }
-    u32::try_from(index).ok()
 }
 
 #[cfg(test)]

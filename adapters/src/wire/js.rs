@@ -13,7 +13,7 @@ use std::fmt;
 use serde_json::{Map, Number, Value};
 
 /// Largest JavaScript array index; integer-like keys up to it are listed first, in numeric order.
-const LARGEST_ARRAY_INDEX: u64 = 4_294_967_294;
+pub(crate) const LARGEST_ARRAY_INDEX: u64 = 4_294_967_294;
 
 /// `String(value)` is impossible: an object has its own `toString` key, which `JSON.parse`
 /// can only set to a non-function, so JavaScript throws
@@ -265,7 +265,7 @@ fn write_js_object(map: &Map<String, Value>, out: &mut String) {
 
 /// The array index `key` denotes, if it is one: the canonical decimal form of an integer in
 /// 0..=4294967294 ("01" and "-1" are ordinary keys).
-fn array_index(key: &str) -> Option<u32> {
+pub(crate) fn array_index(key: &str) -> Option<u32> {
     let bytes = key.as_bytes();
     let canonical = match bytes {
         [] => false,

@@ -57,6 +57,16 @@ async fn opened(service: &IngestService) -> Connection {
         .0
 }
 
+/// A connection whose implicit audio session has received one chunk.
+async fn opened_with_audio(service: &IngestService) -> Connection {
+    let mut connection = opened(service).await;
+    service
+        .handle_client_message(&mut connection, audio(b"abc"))
+        .await
+        .unwrap();
+    connection
+}
+
 #[tokio::test]
 async fn opening_a_connection_registers_it_and_greets_it_with_its_id() {
     // Arrange
@@ -364,11 +374,7 @@ async fn closing_a_connection_flushes_its_audio_session_and_forgets_it() {
         Ok(())
     });
     let service = service(store, sink);
-    let mut connection = opened(&service).await;
-    service
-        .handle_client_message(&mut connection, audio(b"abc"))
-        .await
-        .unwrap();
+    let connection = opened_with_audio(&service).await;
     let (id, session) = (connection.id(), connection.session());
 
     // Act
@@ -405,11 +411,7 @@ async fn a_sink_that_cannot_flush_still_lets_the_connection_be_forgotten() {
     sink.expect_close()
         .returning(|_| Err(SinkError::Unavailable(unavailable())));
     let service = service(store, sink);
-    let mut connection = opened(&service).await;
-    service
-        .handle_client_message(&mut connection, audio(b"abc"))
-        .await
-        .unwrap();
+    let connection = opened_with_audio(&service).await;
 
     let result = service.close_connection(connection).await;
 
@@ -454,11 +456,7 @@ async fn when_both_close_steps_fail_the_sink_failure_is_reported() {
         .times(1)
         .returning(|_| Err(SinkError::Unavailable(unavailable())));
     let service = service(store, sink);
-    let mut connection = opened(&service).await;
-    service
-        .handle_client_message(&mut connection, audio(b"abc"))
-        .await
-        .unwrap();
+    let connection = opened_with_audio(&service).await;
 
     let result = service.close_connection(connection).await;
 
