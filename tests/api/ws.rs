@@ -347,3 +347,66 @@ async fn upgrades_are_only_served_on_the_documented_path() {
         "a trailing slash is the same path"
     );
 }
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_gets_an_error_then_close_1007() {
+    let app = spawn_app().await;
+    let mut socket = aimcs_tests::raw_ws::RawSocket::connect(app.addr).await;
+    socket.read_frame().await.expect("the greeting");
+
+    socket.send_frame(1, b"{\"type\":\"te\xffst\"}", true).await;
+
+    let error = socket.read_frame().await.expect("an error message first");
+    let error: Value = serde_json::from_slice(&error.payload).unwrap();
+    assert_eq!(error["code"], "invalid_utf8");
+    assert_eq!(
+        socket.close_frame().await.and_then(|f| f.close_code()),
+        Some(1007)
+    );
+    assert_eq!(app.get("/health").await.status(), 200);
+    app.wait_for_connections(0).await;
+}
+
+#[tokio::test]
+async fn an_unmasked_frame_is_a_protocol_violation_closed_with_1002() {
+    let app = spawn_app().await;
+    let mut socket = aimcs_tests::raw_ws::RawSocket::connect(app.addr).await;
+    socket.read_frame().await.expect("the greeting");
+
+    socket.send_frame(1, br#"{"type":"ping"}"#, false).await;
+
+    assert_eq!(
+        socket.close_frame().await.and_then(|f| f.close_code()),
+        Some(1002)
+    );
+    app.wait_for_connections(0).await;
+}
+
+#[tokio::test]
+async fn a_binary_frame_with_invalid_utf8_is_read_as_the_original_read_it() {
+    let app = spawn_app().await;
+    let mut client = app.connect().await;
+    client.next_json().await;
+
+    client
+        .send_binary(b"{\"type\":\"test\",\"message\":\"h\xffi\"}".to_vec())
+        .await;
+
+    assert_eq!(client.next_json().await["originalMessage"], "h\u{fffd}i");
+}
+
+#[tokio::test]
+async fn url_safe_base64_is_accepted_as_the_original_accepted_it() {
+    let app = spawn_app().await;
+    let mut client = app.connect().await;
+    client.next_json().await;
+
+    let ack = client
+        .ask(&json!({"type": "audio", "data": "AQID-_8="}))
+        .await;
+
+    assert_eq!(
+        (&ack["type"], &ack["decodedSize"]),
+        (&json!("audio_received"), &json!(5))
+    );
+}

@@ -349,3 +349,151 @@ pub mod raw {
         String::from_utf8_lossy(&answer).into_owned()
     }
 }
+
+/// A WebSocket client written on a bare TCP socket, for frames no library client will send
+/// (invalid UTF-8, unmasked frames) and for clients that misbehave on purpose.
+pub mod raw_ws {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    /// A frame the server sent.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Frame {
+        /// The opcode (1 text, 2 binary, 8 close, 9 ping, 10 pong).
+        pub opcode: u8,
+        /// The payload.
+        pub payload: Vec<u8>,
+    }
+
+    impl Frame {
+        /// The close code of a close frame.
+        pub fn close_code(&self) -> Option<u16> {
+            (self.opcode == 8 && self.payload.len() >= 2)
+                .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        }
+    }
+
+    /// A connection that has completed the opening handshake.
+    pub struct RawSocket {
+        stream: TcpStream,
+        pending: Vec<u8>,
+    }
+
+    impl RawSocket {
+        /// Connects to `/ws/audio` and completes the handshake.
+        pub async fn connect(addr: SocketAddr) -> Self {
+            let mut stream = TcpStream::connect(addr).await.expect("the server accepts");
+            let request = "GET /ws/audio HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .expect("the handshake is sent");
+            let mut pending = Vec::new();
+            let mut buffer = [0; 4096];
+            let end = loop {
+                if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                let n = stream
+                    .read(&mut buffer)
+                    .await
+                    .expect("the handshake is answered");
+                assert!(n > 0, "the server closed during the handshake");
+                pending.extend_from_slice(&buffer[..n]);
+            };
+            assert!(
+                pending.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&pending)
+            );
+            pending.drain(..end);
+            Self { stream, pending }
+        }
+
+        /// Sends one final frame with `opcode` and `payload`, masked as a client must unless
+        /// `masked` is false.
+        pub async fn send_frame(&mut self, opcode: u8, payload: &[u8], masked: bool) {
+            let mut frame = vec![0x80 | opcode];
+            let mask_bit = if masked { 0x80 } else { 0 };
+            match payload.len() {
+                len @ 0..=125 => frame.push(mask_bit | len as u8),
+                len @ 126..=65535 => {
+                    frame.push(mask_bit | 126);
+                    frame.extend_from_slice(&(len as u16).to_be_bytes());
+                }
+                len => {
+                    frame.push(mask_bit | 127);
+                    frame.extend_from_slice(&(len as u64).to_be_bytes());
+                }
+            }
+            if masked {
+                let key = [0x12, 0x34, 0x56, 0x78];
+                frame.extend_from_slice(&key);
+                frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+            } else {
+                frame.extend_from_slice(payload);
+            }
+            self.stream
+                .write_all(&frame)
+                .await
+                .expect("the frame is sent");
+        }
+
+        /// The next frame from the server, or `None` once it has closed the connection.
+        pub async fn read_frame(&mut self) -> Option<Frame> {
+            loop {
+                if let Some((frame, used)) = parse(&self.pending) {
+                    self.pending.drain(..used);
+                    return Some(frame);
+                }
+                let mut buffer = [0; 8192];
+                let n = tokio::time::timeout(super::PROMPTLY, self.stream.read(&mut buffer))
+                    .await
+                    .expect("the server answers in time")
+                    .unwrap_or(0);
+                if n == 0 {
+                    return None;
+                }
+                self.pending.extend_from_slice(&buffer[..n]);
+            }
+        }
+
+        /// Reads frames until a close frame, and returns it; `None` if the connection ended
+        /// without one.
+        pub async fn close_frame(&mut self) -> Option<Frame> {
+            while let Some(frame) = self.read_frame().await {
+                if frame.opcode == 8 {
+                    return Some(frame);
+                }
+            }
+            None
+        }
+    }
+
+    /// An unmasked server frame at the start of `bytes`, and how many bytes it took.
+    fn parse(bytes: &[u8]) -> Option<(Frame, usize)> {
+        let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+        let (len, header) = match second & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+                4,
+            ),
+            127 => (
+                usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok()?,
+                10,
+            ),
+            len => (usize::from(len), 2),
+        };
+        let payload = bytes.get(header..header + len)?.to_vec();
+        Some((
+            Frame {
+                opcode: first & 0x0f,
+                payload,
+            },
+            header + len,
+        ))
+    }
+}

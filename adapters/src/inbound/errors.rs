@@ -19,6 +19,10 @@ pub enum ErrorCode {
     AudioNotStored,
     /// A WebSocket message above the configured maximum size.
     MessageTooBig,
+    /// A WebSocket text frame that is not valid UTF-8.
+    InvalidUtf8,
+    /// A WebSocket frame that breaks RFC 6455 (bad framing, unmasked, reserved bits).
+    ProtocolViolation,
     /// A chat request without a message.
     MessageRequired,
     /// A chat message that has no text form.
@@ -27,6 +31,8 @@ pub enum ErrorCode {
     InvalidBody,
     /// A request body above the configured maximum size.
     PayloadTooLarge,
+    /// A request body compressed with a `Content-Encoding` the service does not decode.
+    UnsupportedContentEncoding,
     /// No such route.
     NotFound,
     /// The route exists, the method does not.
@@ -37,6 +43,8 @@ pub enum ErrorCode {
     BadHandshake,
     /// The service cannot serve now (shutting down, a store unreachable).
     Unavailable,
+    /// A fault of ours; the details are in the logs, not in the answer.
+    Internal,
 }
 
 impl ErrorCode {
@@ -47,15 +55,19 @@ impl ErrorCode {
             Self::InvalidAudio => "invalid_audio",
             Self::AudioNotStored => "audio_not_stored",
             Self::MessageTooBig => "message_too_big",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::ProtocolViolation => "protocol_violation",
             Self::MessageRequired => "message_required",
             Self::InvalidMessage => "invalid_message",
             Self::InvalidBody => "invalid_body",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedContentEncoding => "unsupported_content_encoding",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UpgradeRequired => "upgrade_required",
             Self::BadHandshake => "bad_handshake",
             Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
         }
     }
 
@@ -67,12 +79,16 @@ impl ErrorCode {
             | Self::MessageRequired
             | Self::InvalidMessage
             | Self::InvalidBody
+            | Self::InvalidUtf8
+            | Self::ProtocolViolation
             | Self::BadHandshake => StatusCode::BAD_REQUEST,
             Self::MessageTooBig | Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::AudioNotStored | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -81,6 +97,9 @@ impl ErrorCode {
     pub fn close_code(self) -> Option<u16> {
         match self {
             Self::MessageTooBig => Some(1009),
+            Self::InvalidUtf8 => Some(1007),
+            Self::ProtocolViolation => Some(1002),
+            Self::Internal => Some(1011),
             _ => None,
         }
     }
@@ -126,6 +145,7 @@ pub(crate) fn chat_error_code(error: &ChatBodyError) -> ErrorCode {
         | ChatBodyError::InvalidJson(_)
         | ChatBodyError::NotAnObject
         | ChatBodyError::InvalidForm(_) => ErrorCode::InvalidBody,
+        ChatBodyError::UnsupportedContentEncoding(_) => ErrorCode::UnsupportedContentEncoding,
         ChatBodyError::MessageRequired(_) => ErrorCode::MessageRequired,
         ChatBodyError::NotText(_) => ErrorCode::InvalidMessage,
     }
@@ -137,20 +157,24 @@ mod tests {
 
     use super::*;
 
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 17] = [
         ErrorCode::MalformedMessage,
         ErrorCode::InvalidAudio,
         ErrorCode::AudioNotStored,
         ErrorCode::MessageTooBig,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::ProtocolViolation,
         ErrorCode::MessageRequired,
         ErrorCode::InvalidMessage,
         ErrorCode::InvalidBody,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedContentEncoding,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::UpgradeRequired,
         ErrorCode::BadHandshake,
         ErrorCode::Unavailable,
+        ErrorCode::Internal,
     ];
 
     #[test]
@@ -159,7 +183,8 @@ mod tests {
         assert_eq!(codes.len(), ALL.len());
         for code in codes {
             assert!(
-                code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                code.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "{code}"
             );
         }
@@ -169,7 +194,10 @@ mod tests {
     fn client_mistakes_are_4xx_and_service_trouble_is_5xx() {
         for code in ALL {
             let status = code.status();
-            let server_side = matches!(code, ErrorCode::AudioNotStored | ErrorCode::Unavailable);
+            let server_side = matches!(
+                code,
+                ErrorCode::AudioNotStored | ErrorCode::Unavailable | ErrorCode::Internal
+            );
             assert_eq!(
                 status.is_server_error(),
                 server_side,
@@ -179,11 +207,19 @@ mod tests {
     }
 
     #[test]
-    fn only_an_oversized_message_closes_the_socket() {
+    fn only_errors_that_leave_no_usable_stream_close_the_socket_each_with_its_rfc_code() {
         let closing: Vec<_> = ALL
             .iter()
             .filter_map(|code| code.close_code().map(|c| (*code, c)))
             .collect();
-        assert_eq!(closing, [(ErrorCode::MessageTooBig, 1009)]);
+        assert_eq!(
+            closing,
+            [
+                (ErrorCode::MessageTooBig, 1009),
+                (ErrorCode::InvalidUtf8, 1007),
+                (ErrorCode::ProtocolViolation, 1002),
+                (ErrorCode::Internal, 1011),
+            ]
+        );
     }
 }

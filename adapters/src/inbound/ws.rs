@@ -16,7 +16,7 @@ use aimcs_application::IngestService;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub(crate) use frame::FrameDecoder;
+pub(crate) use frame::{AudioBuffer, decode};
 pub(crate) use upgrade::{UpgradeRequest, upgrade};
 
 /// Limits and buffer sizes of WebSocket connections.
@@ -26,7 +26,8 @@ pub struct WsSettings {
     pub max_message_bytes: usize,
     /// Initial read buffer per connection, in bytes: the main cost of an idle connection.
     pub read_buffer_bytes: usize,
-    /// How long a closing connection waits for the peer's close frame before dropping it.
+    /// How long a closing connection waits for the peer's close frame before dropping it; on
+    /// shutdown, HTTP connections get as long to finish their request.
     pub close_timeout: Duration,
 }
 

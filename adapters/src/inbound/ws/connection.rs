@@ -12,13 +12,13 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::reply::{encode, encode_error};
-use super::{FrameDecoder, WsContext};
-use crate::inbound::errors::{ErrorCode, handle_error_code};
+use super::{AudioBuffer, WsContext, decode};
+use crate::inbound::errors::{ErrorCode, handle_error_code, rejection_code};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -46,19 +46,12 @@ pub(super) async fn run(
         "websocket connected"
     );
     let mut out = String::with_capacity(256);
-    let mut decoder = FrameDecoder::default();
+    let mut audio = AudioBuffer::default();
 
     let ending = if send(&mut socket, &greeting, &mut out).await.is_err() {
         Ending::ClientGone
     } else {
-        serve(
-            &mut socket,
-            &mut connection,
-            &mut decoder,
-            &mut out,
-            &context,
-        )
-        .await
+        serve(&mut socket, &mut connection, &mut audio, &mut out, &context).await
     };
 
     if let Ending::Close(code, reason) = ending {
@@ -86,7 +79,7 @@ pub(super) async fn abandon(connection: Connection, context: &WsContext) {
 async fn serve(
     socket: &mut Socket,
     connection: &mut Connection,
-    decoder: &mut FrameDecoder,
+    audio: &mut AudioBuffer,
     out: &mut String,
     context: &WsContext,
 ) -> Ending {
@@ -99,11 +92,14 @@ async fn serve(
             }
             frame = socket.next() => frame,
         };
-        let payload = match frame {
+        let message = match frame {
             None => return Ending::ClientGone,
-            Some(Ok(Message::Text(text))) => text.into(),
-            // The original parsed binary frames as JSON text too; keep accepting them.
-            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Text(text))) => decode(text.as_bytes(), audio),
+            // The original parsed binary frames as JSON too, reading invalid UTF-8 as U+FFFD,
+            // as Node's Buffer-to-string conversion does.
+            Some(Ok(Message::Binary(bytes))) => {
+                decode(String::from_utf8_lossy(&bytes).as_bytes(), audio)
+            }
             // tungstenite answers pings and close frames itself; keep reading until the
             // stream ends so that the close handshake completes.
             Some(Ok(
@@ -111,14 +107,17 @@ async fn serve(
             )) => continue,
             Some(Err(error)) => return ending_for(error, context, socket, out).await,
         };
-        let message = decoder.decode(&payload);
-        drop(payload);
         let sent = match context
             .service
             .handle_client_message(connection, message)
             .await
         {
-            Ok(reply) => send(socket, &reply, out).await,
+            Ok(reply) => {
+                if let ServerMessage::Rejected(rejection) = &reply.value {
+                    tracing::debug!(code = rejection_code(rejection).as_str(), error = %rejection, "client message rejected");
+                }
+                send(socket, &reply, out).await
+            }
             Err(error) => {
                 let code = handle_error_code(&error);
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), code = code.as_str(), "client message failed");
@@ -138,22 +137,40 @@ async fn ending_for(
     socket: &mut Socket,
     out: &mut String,
 ) -> Ending {
-    match error {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            tracing::warn!(size, max_size, "message too big, closing");
-            let detail =
-                format!("message of {size} bytes is larger than the limit of {max_size} bytes");
-            // The error message tells the client why before the close frame does.
-            let _ = send_error(socket, ErrorCode::MessageTooBig, &detail, context, out).await;
-            Ending::Close(1009, format!("message too big: limit is {max_size} bytes"))
+    let (code, detail) = match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+            ErrorCode::MessageTooBig,
+            format!("message of {size} bytes is larger than the limit of {max_size} bytes"),
+        ),
+        WsError::Utf8(_) => (
+            ErrorCode::InvalidUtf8,
+            "text frame is not valid UTF-8".to_owned(),
+        ),
+        WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        )
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Io(_) => {
+            tracing::debug!(error = %error, "websocket ended without a close handshake");
+            return Ending::ClientGone;
         }
-        // tungstenite has already sent the close frame for protocol and UTF-8 errors (1002,
-        // 1007); for I/O errors the peer is gone. Either way nothing more can be sent.
-        error => {
-            tracing::info!(error = %error, "websocket ended by error");
-            Ending::ClientGone
-        }
+        WsError::Protocol(violation) => (ErrorCode::ProtocolViolation, violation.to_string()),
+        error => (ErrorCode::Internal, error.to_string()),
+    };
+    tracing::warn!(code = code.as_str(), error = detail, "closing websocket");
+    // A client that can still parse messages learns why before the close frame says how; a
+    // protocol violation means the stream can no longer carry one.
+    if code != ErrorCode::ProtocolViolation {
+        let _ = send_error(socket, code, &detail, context, out).await;
     }
+    let close_code = code.close_code().unwrap_or(1011);
+    // A close reason is limited to 123 bytes by RFC 6455.
+    let mut reason = detail;
+    reason.truncate(reason.floor_char_boundary(123));
+    Ending::Close(close_code, reason)
 }
 
 async fn send(

@@ -1,6 +1,7 @@
 //! Client frames on the wire: a JSON object with a `type`, in a text frame or (as the original
-//! accepted) a binary frame holding the same JSON. [`FrameDecoder`] turns one into a
-//! [`ClientMessage`] in a single pass over the bytes, without building a JSON tree.
+//! accepted) a binary frame holding the same JSON. [`WsClientFrame`] is that wire type: it
+//! reads a frame in a single pass over the bytes, without building a JSON tree, and converts
+//! to a [`ClientMessage`] in one method, where base64 decoding and its errors live.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,66 +16,97 @@ use serde_json::value::RawValue;
 
 use crate::wire::js;
 
-/// Standard base64 as browsers' `FileReader.readAsDataURL` writes it. Padding may be left
-/// out and unused trailing bits may be set, as Node's decoder allowed; anything outside the
-/// alphabet is an error rather than silently skipped.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
+/// Decoding options shared by both alphabets: padding may be left out and unused trailing
+/// bits may be set, as Node's decoder allowed; anything outside the alphabet is an error rather
+/// than silently skipped.
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
 
-/// Turns client frames into messages; keeps a buffer that decoded audio reuses.
+/// Standard base64, as browsers' `FileReader.readAsDataURL` writes it.
+const BASE64: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+
+/// RFC 4648 section 5 base64 (`-` and `_`), which the original's decoder also accepted.
+const BASE64_URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+
+/// Where decoded audio goes: one buffer per connection, reused from chunk to chunk.
 #[derive(Debug, Default)]
-pub(crate) struct FrameDecoder {
-    audio: BytesMut,
+pub(crate) struct AudioBuffer {
+    bytes: BytesMut,
 }
 
-impl FrameDecoder {
-    /// The message a frame holds. Never fails: a frame that cannot be read becomes
-    /// [`ClientMessage::Undecodable`], which has its own reply.
-    pub(crate) fn decode(&mut self, frame: &[u8]) -> ClientMessage {
+/// Why a frame could not be read as a message at all.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    /// An empty frame (or only whitespace).
+    #[error("empty message: expected a JSON object")]
+    Empty,
+    /// The JSON literal `null`.
+    #[error("message is null: expected a JSON object")]
+    Null,
+    /// Not JSON.
+    #[error("invalid JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+}
+
+/// A client frame as read off the wire: the fields that mean something, borrowed from the
+/// frame's bytes; others are skipped unread.
+#[derive(Default)]
+pub(crate) struct WsClientFrame<'a> {
+    /// False for a frame that is JSON but not an object (a number, a string, an array).
+    is_object: bool,
+    kind: Option<&'a RawValue>,
+    message: Option<&'a RawValue>,
+    data: Option<Data<'a>>,
+}
+
+/// The message a frame holds; a frame that cannot be read becomes
+/// [`ClientMessage::Undecodable`], which has its own reply.
+pub(crate) fn decode(frame: &[u8], audio: &mut AudioBuffer) -> ClientMessage {
+    match WsClientFrame::parse(frame) {
+        Ok(frame) => frame.into_domain(audio),
+        Err(error) => ClientMessage::Undecodable {
+            reason: error.to_string(),
+        },
+    }
+}
+
+impl<'a> WsClientFrame<'a> {
+    /// Reads the frame's JSON.
+    ///
+    /// # Errors
+    /// [`FrameError`] for an empty frame, `null`, or bytes that are not JSON.
+    pub(crate) fn parse(frame: &'a [u8]) -> Result<Self, FrameError> {
         if frame.iter().all(u8::is_ascii_whitespace) {
-            return ClientMessage::Undecodable {
-                reason: "empty message: expected a JSON object".into(),
-            };
+            return Err(FrameError::Empty);
         }
-        match serde_json::from_slice::<Frame<'_>>(frame) {
-            Ok(Frame::Object(fields)) => self.interpret(fields),
-            Ok(Frame::Null) => ClientMessage::Undecodable {
-                reason: "message is null: expected a JSON object".into(),
-            },
-            // The original answered any other JSON value (a number, a string, an array) as a
-            // message of unknown type, so clients that probe with one get the same reply.
-            Ok(Frame::Other) => ClientMessage::Unknown {
-                original_type: None,
-            },
-            Err(error) => ClientMessage::Undecodable {
-                reason: format!("invalid JSON: {error}"),
-            },
-        }
+        serde_json::from_slice::<Option<Self>>(frame)?.ok_or(FrameError::Null)
     }
 
-    fn interpret(&mut self, fields: Fields<'_>) -> ClientMessage {
-        let Some(kind) = fields.kind else {
+    /// The meaning of the frame, decoding audio into `audio`.
+    pub(crate) fn into_domain(self, audio: &mut AudioBuffer) -> ClientMessage {
+        // The original answered any JSON that is not an object (a number, a string, an array)
+        // as a message of unknown type, so clients that probe with one get the same reply.
+        let Some(kind) = self.kind.filter(|_| self.is_object) else {
             return ClientMessage::Unknown {
                 original_type: None,
             };
         };
         match type_name(kind).as_deref() {
             Some("test") => ClientMessage::Test {
-                message: fields.message.map(client_value),
+                message: self.message.map(client_value),
             },
-            Some("audio") => ClientMessage::Audio(self.audio_message(fields.data)),
+            Some("audio") => ClientMessage::Audio(audio.message(self.data)),
             Some("ping") => ClientMessage::Ping,
             _ => ClientMessage::Unknown {
                 original_type: Some(client_value(kind)),
             },
         }
     }
+}
 
-    fn audio_message(&mut self, data: Option<Data<'_>>) -> AudioMessage {
+impl AudioBuffer {
+    fn message(&mut self, data: Option<Data<'_>>) -> AudioMessage {
         let text = match data {
             None | Some(Data::Falsy) => {
                 return AudioMessage {
@@ -107,21 +139,34 @@ impl FrameDecoder {
     }
 
     fn decode_base64(&mut self, text: &str) -> AudioPayload {
-        let estimate = base64::decoded_len_estimate(text.len());
-        self.audio.clear();
-        self.audio.resize(estimate, 0);
-        match BASE64.decode_slice(text.as_bytes(), &mut self.audio[..]) {
+        let decoded = match self.decode_with(&BASE64, text) {
+            // Only a text that uses the URL-safe alphabet is worth a second pass.
+            Err(_) if text.contains(['-', '_']) => self.decode_with(&BASE64_URL, text),
+            other => other,
+        };
+        match decoded {
             Ok(len) => {
-                self.audio.truncate(len);
+                self.bytes.truncate(len);
                 // `split` hands the bytes over without copying; once the sink drops them, the
                 // next `resize` reclaims the same allocation.
-                match AudioChunk::new(self.audio.split().freeze()) {
+                match AudioChunk::new(self.bytes.split().freeze()) {
                     Ok(chunk) => AudioPayload::Chunk(chunk),
                     Err(_) => AudioPayload::Empty,
                 }
             }
             Err(error) => AudioPayload::Invalid(describe_base64_error(text, &error)),
         }
+    }
+
+    fn decode_with(
+        &mut self,
+        engine: &GeneralPurpose,
+        text: &str,
+    ) -> Result<usize, base64::DecodeSliceError> {
+        self.bytes.clear();
+        self.bytes
+            .resize(base64::decoded_len_estimate(text.len()), 0);
+        engine.decode_slice(text.as_bytes(), &mut self.bytes[..])
     }
 }
 
@@ -164,26 +209,12 @@ fn type_name(raw: &RawValue) -> Option<Cow<'_, str>> {
 
 /// A client value as the original wrote it back: `JSON.stringify` of what it parsed.
 fn client_value(raw: &RawValue) -> ClientValue {
-    // The raw text was parsed once already, so normalising it cannot fail; if it ever did,
-    // the client's own text is still a faithful answer.
+    // Normalising fails only where serde_json is stricter than `JSON.parse` (a number beyond
+    // a double's range, a lone surrogate, nesting past 128 levels); the client's own text,
+    // which is valid JSON, is then the most faithful answer.
     ClientValue::from_wire(
         js::normalize_json_text(raw.get()).unwrap_or_else(|_| raw.get().to_owned()),
     )
-}
-
-/// A whole frame, as far as the decoder cares.
-enum Frame<'a> {
-    Object(Fields<'a>),
-    Null,
-    Other,
-}
-
-/// The fields of a frame object that mean something; others are skipped unread.
-#[derive(Default)]
-struct Fields<'a> {
-    kind: Option<&'a RawValue>,
-    message: Option<&'a RawValue>,
-    data: Option<Data<'a>>,
 }
 
 /// An `audio` message's `data`, classified the way the original treated it.
@@ -196,7 +227,7 @@ enum Data<'a> {
     NotText(&'static str),
 }
 
-impl<'de> Deserialize<'de> for Frame<'de> {
+impl<'de> Deserialize<'de> for WsClientFrame<'de> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(FrameVisitor)
     }
@@ -205,55 +236,54 @@ impl<'de> Deserialize<'de> for Frame<'de> {
 struct FrameVisitor;
 
 impl<'de> Visitor<'de> for FrameVisitor {
-    type Value = Frame<'de>;
+    type Value = WsClientFrame<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Fields::default();
+        let mut frame = WsClientFrame {
+            is_object: true,
+            ..WsClientFrame::default()
+        };
         // A repeated key keeps its last value, as `JSON.parse` does.
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Type => fields.kind = Some(map.next_value()?),
-                Key::Message => fields.message = Some(map.next_value()?),
-                Key::Data => fields.data = Some(map.next_value()?),
+                Key::Type => frame.kind = Some(map.next_value()?),
+                Key::Message => frame.message = Some(map.next_value()?),
+                Key::Data => frame.data = Some(map.next_value()?),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Frame::Object(fields))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Frame::Null)
+        Ok(frame)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Frame::Other)
+        Ok(WsClientFrame::default())
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
+        Ok(WsClientFrame::default())
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
+        Ok(WsClientFrame::default())
     }
 
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
+        Ok(WsClientFrame::default())
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
+        Ok(WsClientFrame::default())
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
+        Ok(WsClientFrame::default())
     }
 }
 

@@ -3,10 +3,10 @@
 
 use aimcs_domain::{AudioMessage, AudioPayload, ClientMessage, ClientValue};
 
-use super::FrameDecoder;
+use super::{AudioBuffer, decode as decode_frame};
 
 fn decode(frame: &str) -> ClientMessage {
-    FrameDecoder::default().decode(frame.as_bytes())
+    decode_frame(frame.as_bytes(), &mut AudioBuffer::default())
 }
 
 fn value(text: &str) -> Option<ClientValue> {
@@ -14,7 +14,7 @@ fn value(text: &str) -> Option<ClientValue> {
 }
 
 fn undecodable_reason(frame: &[u8]) -> String {
-    match FrameDecoder::default().decode(frame) {
+    match decode_frame(frame, &mut AudioBuffer::default()) {
         ClientMessage::Undecodable { reason } => reason,
         other => panic!(
             "expected undecodable for {:?}, got {other:?}",
@@ -279,9 +279,9 @@ fn a_deeply_nested_test_message_comes_back_as_sent() {
 
 #[test]
 fn the_audio_buffer_is_reused_once_a_chunk_has_been_dropped() {
-    let mut decoder = FrameDecoder::default();
+    let mut buffer = AudioBuffer::default();
     let frame = format!(r#"{{"type":"audio","data":"{}"}}"#, "AAAA".repeat(1_000));
-    let mut chunk_address = || match decoder.decode(frame.as_bytes()) {
+    let mut chunk_address = || match decode_frame(frame.as_bytes(), &mut buffer) {
         ClientMessage::Audio(AudioMessage {
             payload: AudioPayload::Chunk(chunk),
             ..
