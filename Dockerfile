@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# AIMCS backend image. The build stage runs the very command scripts/test runs
-# (cargo build --release --locked --bin aimcs-backend), so the binary shipped is the one
-# the test suite built and smoke-tested.
+# AIMCS backend image. The build stage runs the very command scripts/test runs and
+# smoke-tests (cargo build --release --locked --bin aimcs-backend), from the same lock file.
+# Pass a configuration file with APP_CONFIG (not --config), so that the HEALTHCHECK, which
+# runs without arguments, reads the same settings.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

@@ -25,12 +25,17 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# A Python virtual environment under .tools/ with the given pinned packages installed.
+# Installs pinned PyPI packages under .tools/ and prints the folder whose bin/ holds their
+# commands: a virtual environment when Python has the venv module, else a plain --target
+# folder (Debian's python3 lacks venv unless python3-venv is installed).
 tool_venv() {
   local venv=.tools/venv
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
+  if [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >/dev/null 2>&1; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$venv"
+  else
+    rm -rf "$venv"
+    python3 -m pip install --quiet --disable-pip-version-check --target .tools/pip "$@"
+    echo .tools/pip
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
-  echo "$venv"
 }

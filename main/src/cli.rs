@@ -146,6 +146,12 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    for variable in Settings::ignored_variables() {
+        tracing::warn!(
+            variable,
+            "ignored: not a setting (nested settings use __, e.g. APP_SERVER__PORT)"
+        );
+    }
     tracing::info!(
         addr = %app.local_addr(),
         version = VERSION,

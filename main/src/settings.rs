@@ -17,6 +17,28 @@ use serde::{Deserialize, Serialize};
 /// Environment variable naming the configuration file, when `--config` is not given.
 pub const CONFIG_ENV: &str = "APP_CONFIG";
 
+/// Prefix of the environment variables that hold settings.
+const ENV_PREFIX: &str = "APP_";
+
+/// Top-level settings, which are the only `APP_*` names without `__` read as settings.
+const TOP_LEVEL: [&str; 7] = [
+    "environment",
+    "server",
+    "cors",
+    "http",
+    "ws",
+    "log",
+    "audio",
+];
+
+/// Whether `APP_<key>` is meant for us: a nested setting (`SERVER__PORT`) or a top-level
+/// one. Platforms inject other `APP_*` variables (a Kubernetes Service named `app` adds
+/// `APP_PORT` and `APP_SERVICE_HOST`), which must not stop start-up; nested names are ours,
+/// so a misspelt one is still refused.
+fn is_setting_variable(key: &str) -> bool {
+    key.contains("__") || TOP_LEVEL.iter().any(|name| key.eq_ignore_ascii_case(name))
+}
+
 /// The origins the original allowed; the default allow-list.
 pub const SEED_ORIGINS: [&str; 4] = [
     "https://aimcs-frontend-eastus2.azurewebsites.net",
@@ -295,12 +317,18 @@ impl fmt::Display for SettingsError {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(
-                f,
-                "invalid setting `{}`: {}",
-                error.path.join("."),
-                error.kind
-            )?;
+            let problem = error.kind.to_string();
+            if error.path.is_empty() {
+                // No setting to name: the source as a whole is unusable (e.g. a missing file).
+                write!(f, "cannot read configuration: {}", problem.trim())?;
+            } else {
+                write!(
+                    f,
+                    "invalid setting `{}`: {}",
+                    error.path.join("."),
+                    problem.trim()
+                )?;
+            }
             if let Some(source) = describe_source(&error, &error.path) {
                 write!(f, " (from {source})")?;
             }
@@ -363,7 +391,25 @@ impl Settings {
         figment
             .merge(Env::raw().only(&["PORT"]).map(|_| "server.port".into()))
             .merge(Env::raw().only(&["NODE_ENV"]).map(|_| "environment".into()))
-            .merge(Env::prefixed("APP_").ignore(&["CONFIG"]).split("__"))
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .filter(|key| is_setting_variable(key.as_str()))
+                    .split("__"),
+            )
+    }
+
+    /// `APP_*` variables that are not read as settings (see [`is_setting_variable`]), for a
+    /// warning at start-up.
+    pub fn ignored_variables() -> Vec<String> {
+        let mut ignored: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| {
+                name.strip_prefix(ENV_PREFIX)
+                    .is_some_and(|key| !is_setting_variable(key))
+            })
+            .collect();
+        ignored.sort();
+        ignored
     }
 
     /// The address to listen on.
@@ -383,7 +429,10 @@ impl Settings {
             ws: WsSettings {
                 max_message_bytes: self.ws.max_message_bytes.get(),
                 read_buffer_bytes: self.ws.read_buffer_bytes.get(),
-                ..WsSettings::default()
+                // Half the grace period at most, so that closing handshakes fit in it.
+                close_timeout: WsSettings::default()
+                    .close_timeout
+                    .min(self.server.shutdown_grace_secs.duration() / 2),
             },
             header_read_timeout: self.server.header_read_timeout_secs.duration(),
             shutdown_grace: self.server.shutdown_grace_secs.duration(),

@@ -11,7 +11,7 @@ use crate::settings::{LogConfig, LogFormat};
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// `RUST_LOG` holds something that is not a filter.
-    #[error("RUST_LOG is not a valid log filter")]
+    #[error("RUST_LOG is not a valid log filter: {0}")]
     Filter(#[from] tracing_subscriber::filter::ParseError),
     /// A subscriber was already installed (only possible when embedding the library).
     #[error("logging was already initialised")]

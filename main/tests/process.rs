@@ -128,19 +128,29 @@ async fn every_log_line_of_a_connection_carries_its_id() {
     let id = greeting["connectionId"].as_str().unwrap().to_owned();
     drop(socket);
 
-    let mut connection_lines = 0;
+    // Every line from "connected" to "closed" belongs to the connection and carries its id.
+    let mut connection_lines = Vec::new();
+    let mut inside = false;
     while let Ok(Some(line)) =
         tokio::time::timeout(Duration::from_secs(5), running.logs.recv()).await
     {
-        if line["message"] == "websocket connected" || line["message"] == "websocket closed" {
+        inside |= line["message"] == "websocket connected";
+        if inside {
             assert_eq!(line["span"]["connection_id"], id.as_str(), "{line}");
-            connection_lines += 1;
+            connection_lines.push(line["message"].as_str().unwrap_or_default().to_owned());
         }
         if line["message"] == "websocket closed" {
             break;
         }
     }
-    assert_eq!(connection_lines, 2);
+    assert_eq!(
+        connection_lines.first().map(String::as_str),
+        Some("websocket connected")
+    );
+    assert_eq!(
+        connection_lines.last().map(String::as_str),
+        Some("websocket closed")
+    );
 }
 
 #[tokio::test]

@@ -185,3 +185,22 @@ async fn a_chunked_body_over_the_limit_is_refused_too() {
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(response.contains("payload_too_large"), "{response}");
 }
+
+#[tokio::test]
+async fn a_compressed_body_is_refused_with_415_saying_why() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(app.url("/api/chat"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = body_of(response).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (415, Some("unsupported_content_encoding"))
+    );
+}

@@ -116,6 +116,7 @@ impl Server {
                 routes.clone(),
                 Arc::clone(&cors),
                 settings.header_read_timeout,
+                settings.ws.close_timeout,
                 stopping.clone(),
             );
             tracker.spawn(connection);
@@ -155,6 +156,7 @@ async fn serve_connection<R>(
     routes: R,
     cors: Arc<CorsPolicy>,
     header_read_timeout: Duration,
+    drain_timeout: Duration,
     stopping: CancellationToken,
 ) where
     R: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
@@ -189,7 +191,7 @@ async fn serve_connection<R>(
                 }
                 (None, None) => unreachable!("either a preflight or a routed request"),
             };
-            tracing::debug!(%method, path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros(), "request served");
+            tracing::debug!(%method, path, status = response.status().as_u16(), elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "request served");
             Ok::<_, Infallible>(response)
         }
     });
@@ -207,7 +209,13 @@ async fn serve_connection<R>(
         result = connection.as_mut() => result,
         () = stopping.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            // An idle connection closes at once and a request in progress finishes; a client
+            // still trickling its headers would hold shutdown until the header timeout, so
+            // it gets no longer than a closing WebSocket does.
+            match tokio::time::timeout(drain_timeout, connection).await {
+                Ok(result) => result,
+                Err(_) => return,
+            }
         }
     };
     if let Err(error) = result {

@@ -165,14 +165,14 @@ fn out_of_range_and_misspelt_values_are_refused() {
         assert!(error_in(jail, None).contains("at least 1 second"));
         jail.set_env("APP_SERVER__SHUTDOWN_GRACE_SECS", "5");
 
-        jail.set_env("APP_SERVER_PORT", "8080");
+        jail.set_env("APP_SERVER__PORTT", "8080");
         let error = error_in(jail, None);
         assert!(
-            error.starts_with("invalid setting `server_port`: unknown field"),
+            error.starts_with("invalid setting `server.portt`: unknown field"),
             "{error}"
         );
         assert!(
-            error.ends_with("(from environment variable APP_SERVER_PORT)"),
+            error.ends_with("(from environment variable APP_SERVER__PORTT)"),
             "{error}"
         );
         Ok(())
@@ -183,7 +183,27 @@ fn out_of_range_and_misspelt_values_are_refused() {
 fn a_config_file_that_does_not_exist_is_an_error_not_silently_the_defaults() {
     Jail::expect_with(|jail| {
         let error = error_in(jail, Some("missing.toml"));
-        assert!(error.contains("missing.toml"), "{error}");
+        assert!(error.starts_with("cannot read configuration: "), "{error}");
+        assert!(
+            error.ends_with("missing.toml)") && !error.contains('\n'),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn app_variables_that_are_not_settings_are_ignored_and_listed() {
+    Jail::expect_with(|jail| {
+        // What a Kubernetes Service named `app` injects, and a single-underscore slip.
+        jail.set_env("APP_PORT", "tcp://10.0.0.1:80");
+        jail.set_env("APP_SERVICE_HOST", "10.0.0.1");
+        jail.set_env("APP_SERVER_PORT", "8080");
+        assert_eq!(load_in(jail, None).unwrap().server.port, 3000);
+        assert_eq!(
+            Settings::ignored_variables(),
+            ["APP_PORT", "APP_SERVER_PORT", "APP_SERVICE_HOST"]
+        );
         Ok(())
     });
 }

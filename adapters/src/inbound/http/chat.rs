@@ -46,6 +46,11 @@ pub(crate) enum ChatBodyError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// A compressed body (`Content-Encoding` other than `identity`).
+    #[error(
+        "request bodies with Content-Encoding {0:?} are not accepted: send the body uncompressed"
+    )]
+    UnsupportedContentEncoding(String),
     /// The body could not be read from the connection.
     #[error("request body could not be read: {0}")]
     Unreadable(String),

@@ -7,7 +7,7 @@ use aimcs_application::{HealthReport, IngestService, StatusReport};
 use aimcs_domain::{ChatReply, Stamped};
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt as _};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -16,7 +16,7 @@ use warp::reply::Response;
 use super::HttpSettings;
 use super::chat::{BodyKind, ChatBodyError, ChatRequestBody};
 use super::response;
-use crate::inbound::errors::{chat_error_code, report_error_code};
+use crate::inbound::errors::{ErrorCode, chat_error_code, report_error_code};
 use crate::wire::timestamp::to_iso;
 
 /// The endpoints `/api/status` lists, as the original listed them.
@@ -42,7 +42,8 @@ impl From<HealthReport> for HealthBody {
         Self {
             status: "healthy",
             timestamp: to_iso(report.at),
-            uptime: report.uptime.as_secs_f64(),
+            // Microseconds: finer digits are float noise, not information.
+            uptime: report.uptime.as_micros() as f64 / 1e6,
             connections: report.connections,
             version: report.version,
         }
@@ -145,10 +146,12 @@ where
         return response::method_not_allowed(&method, "/api/chat", "POST");
     }
     let kind = BodyKind::from_content_type(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()));
-    let parsed = read_body(&headers, body, settings.max_body_bytes)
-        .await
-        .and_then(|bytes| ChatRequestBody::parse(kind, &bytes))
-        .and_then(ChatRequestBody::try_into_domain);
+    let parsed = async {
+        check_content_encoding(&headers)?;
+        let bytes = read_body(&headers, body, settings.max_body_bytes).await?;
+        ChatRequestBody::parse(kind, &bytes)?.try_into_domain()
+    }
+    .await;
     let request = match parsed {
         Ok(request) => request,
         Err(error) => {
@@ -161,11 +164,23 @@ where
         Err(error) => {
             // The context was written by our own JSON writer, so this means a bug there.
             tracing::error!(error = %error, "chat context is not valid JSON");
-            response::error(
-                crate::inbound::errors::ErrorCode::InvalidBody,
-                "chat context could not be echoed",
-            )
+            response::error(ErrorCode::Internal, "Internal server error")
         }
+    }
+}
+
+/// Refuses compressed bodies: the original's body-parser inflated gzip, but no client of this
+/// API compresses requests, and decompressing is a way to turn a small body into a huge one.
+fn check_content_encoding(headers: &HeaderMap) -> Result<(), ChatBodyError> {
+    match headers
+        .get(CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim())
+    {
+        None => Ok(()),
+        Some(encoding) if encoding.eq_ignore_ascii_case("identity") => Ok(()),
+        Some(encoding) => Err(ChatBodyError::UnsupportedContentEncoding(
+            encoding.to_owned(),
+        )),
     }
 }
 

@@ -27,9 +27,14 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
         // none of our bodies has either; still, answer rather than panic.
         Err(error) => {
             tracing::error!(error = %error, "response body could not be serialised");
+            // Written by hand: serialising again could fail again.
+            let code = ErrorCode::Internal;
             json_text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"error":"Internal server error","code":"internal"}"#.into(),
+                code.status(),
+                format!(
+                    r#"{{"error":"Internal server error","code":"{}"}}"#,
+                    code.as_str()
+                ),
             )
         }
     }
