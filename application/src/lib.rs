@@ -4,10 +4,12 @@
 //!
 //! # Layout
 //! - [`service`]: `IngestService` and one error enum per use case.
+//! - `sessions`: the registry of declared sessions, for resumes across connections.
 
 pub mod service;
+mod sessions;
 
 pub use service::{
     CloseConnectionError, HandleClientMessageError, HealthReport, IngestService, NewConnection,
-    OpenConnectionError, ReportError, StatusReport,
+    OpenConnectionError, ReportError, ServiceConfig, StatusReport,
 };

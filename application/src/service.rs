@@ -6,8 +6,11 @@ use std::time::Duration;
 use aimcs_domain::ports::{AudioSink, Clock, ConnectionStore, SinkError, StoreError};
 use aimcs_domain::{
     ChatReply, ChatReplyId, ChatRequest, ClientMessage, Connection, ConnectionId, ConnectionInfo,
-    Decision, ServerMessage, SessionId, Stamped, Timestamp,
+    Decision, RecordingEnd, RecordingId, Rejection, ServerMessage, Session, SessionEnding,
+    SessionId, SessionInfo, SessionSummary, Stamped, StoreChunk, Timestamp,
 };
+
+use crate::sessions::{SessionRegistry, TakeError};
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +22,15 @@ pub struct NewConnection {
     pub peer: Option<String>,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+}
+
+/// Settings of the service itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The version `/health` reports.
+    pub version: &'static str,
+    /// How long a declared session whose connection dropped waits to be resumed.
+    pub resume_grace: Duration,
 }
 
 /// The connection could not be opened; the transport should refuse it.
@@ -40,24 +52,46 @@ pub enum OpenConnectionError {
 #[derive(Debug, thiserror::Error)]
 pub enum HandleClientMessageError {
     /// The sink did not accept an audio chunk, so it was not acknowledged.
-    #[error("audio chunk for session {session} was not stored")]
+    #[error("audio chunk {seq} of recording {recording} was not stored")]
     Sink {
-        /// The session the chunk belonged to.
-        session: SessionId,
+        /// The recording the chunk belonged to.
+        recording: RecordingId,
+        /// The chunk's sequence number.
+        seq: u64,
         /// What the sink reported.
         #[source]
         source: SinkError,
+    },
+    /// The sink could not open, commit or finish a recording.
+    #[error("recording {recording} could not be {action}")]
+    Recording {
+        /// The recording.
+        recording: RecordingId,
+        /// `opened`, `committed` or `finished`.
+        action: &'static str,
+        /// What the sink reported.
+        #[source]
+        source: SinkError,
+    },
+    /// A resume asked for a session another connection of this process holds. The transport
+    /// must make that connection let go (it is superseded) and then retry.
+    #[error("session {session} is held by connection {holder}")]
+    SessionHeld {
+        /// The session.
+        session: SessionId,
+        /// The connection holding it.
+        holder: ConnectionId,
     },
 }
 
 /// Closing a connection did not complete cleanly. Both steps are always attempted.
 #[derive(Debug, thiserror::Error)]
 pub enum CloseConnectionError {
-    /// The connection's audio session could not be flushed.
-    #[error("audio session {session} was not flushed")]
+    /// The connection's recording could not be finished.
+    #[error("recording {recording} was not finished")]
     Sink {
-        /// The session that was being closed.
-        session: SessionId,
+        /// The recording.
+        recording: RecordingId,
         /// What the sink reported.
         #[source]
         source: SinkError,
@@ -95,6 +129,8 @@ pub struct StatusReport {
     pub at: Timestamp,
     /// Open connections, exactly.
     pub active_connections: usize,
+    /// Declared sessions whose connection dropped, waiting to be resumed.
+    pub parked_sessions: usize,
 }
 
 /// The backend's use cases, over the three ports.
@@ -102,8 +138,9 @@ pub struct IngestService {
     store: Arc<dyn ConnectionStore>,
     clock: Arc<dyn Clock>,
     sink: Arc<dyn AudioSink>,
+    sessions: SessionRegistry,
+    config: ServiceConfig,
     started: Duration,
-    version: &'static str,
 }
 
 impl IngestService {
@@ -112,16 +149,22 @@ impl IngestService {
         store: Arc<dyn ConnectionStore>,
         clock: Arc<dyn Clock>,
         sink: Arc<dyn AudioSink>,
-        version: &'static str,
+        config: ServiceConfig,
     ) -> Self {
         let started = clock.monotonic();
         Self {
             store,
             clock,
             sink,
+            sessions: SessionRegistry::default(),
+            config,
             started,
-            version,
         }
+    }
+
+    /// The service's settings.
+    pub fn config(&self) -> ServiceConfig {
+        self.config
     }
 
     /// Opens a connection: registers it and returns it with the greeting to send.
@@ -157,62 +200,223 @@ impl IngestService {
     /// Audio is acknowledged only after the sink has accepted it.
     ///
     /// # Errors
-    /// [`HandleClientMessageError::Sink`] when the sink refused the chunk; no acknowledgement
-    /// was produced.
+    /// [`HandleClientMessageError`] when the sink refused a chunk or a recording operation
+    /// (nothing was acknowledged), or when a resume needs another connection to let go.
     pub async fn handle_client_message(
         &self,
         connection: &mut Connection,
         message: ClientMessage,
     ) -> Result<Stamped<ServerMessage>, HandleClientMessageError> {
-        let reply = match connection.decide(message) {
+        let now = self.clock.now();
+        let reply = match connection.decide(message, now) {
             Decision::Reply(reply) => reply,
-            Decision::Store {
-                session,
-                chunk,
-                ack,
-            } => {
-                let len = chunk.len();
-                self.sink
-                    .write(session, chunk)
-                    .await
-                    .map_err(|source| HandleClientMessageError::Sink { session, source })?;
-                connection.record_stored(len);
-                tracing::trace!(%session, bytes = len, "audio chunk stored");
-                ack
+            Decision::Store(store) => self.store_chunk(connection, store).await?,
+            Decision::Start(session) => self.start_session(connection, session).await?,
+            Decision::Commit { recording } => {
+                self.sink.commit(recording).await.map_err(|source| {
+                    HandleClientMessageError::Recording {
+                        recording,
+                        action: "committed",
+                        source,
+                    }
+                })?;
+                connection.committed()
+            }
+            Decision::End(session) => self.end_session(session, now).await?,
+            Decision::Resume { session, token } => {
+                self.resume_session(connection, session, &token, now)
+                    .await?
             }
         };
         Ok(self.stamp(reply))
     }
 
-    /// Closes a connection: flushes its audio session, then forgets it. Both steps run even
-    /// when the first fails, so a sink failure never leaves a phantom connection counted.
+    async fn store_chunk(
+        &self,
+        connection: &mut Connection,
+        store: StoreChunk,
+    ) -> Result<ServerMessage, HandleClientMessageError> {
+        let StoreChunk {
+            recording,
+            open,
+            seq,
+            gap,
+            chunk,
+            encoded_size,
+            report_progress,
+        } = store;
+        if let Some(start) = open {
+            self.sink
+                .open(start)
+                .await
+                .map_err(|source| HandleClientMessageError::Recording {
+                    recording,
+                    action: "opened",
+                    source,
+                })?;
+            connection.recording_opened();
+        }
+        let len = chunk.len();
+        self.sink
+            .write(recording, seq, chunk)
+            .await
+            .map_err(|source| HandleClientMessageError::Sink {
+                recording,
+                seq,
+                source,
+            })?;
+        tracing::trace!(%recording, seq, bytes = len, "audio chunk stored");
+        Ok(connection.stored(seq, gap, len, encoded_size, report_progress))
+    }
+
+    async fn start_session(
+        &self,
+        connection: &mut Connection,
+        session: Session,
+    ) -> Result<ServerMessage, HandleClientMessageError> {
+        let recording = session.recording();
+        self.sink
+            .open(session.recording_start())
+            .await
+            .map_err(|source| HandleClientMessageError::Recording {
+                recording,
+                action: "opened",
+                source,
+            })?;
+        self.sessions.attach(&session, connection.id());
+        tracing::info!(session_id = %session.id(), %recording, format = ?session.format(), "session started");
+        let info = self.info(&session);
+        connection.adopt(session);
+        Ok(ServerMessage::SessionStarted(info))
+    }
+
+    async fn end_session(
+        &self,
+        session: Session,
+        now: Timestamp,
+    ) -> Result<ServerMessage, HandleClientMessageError> {
+        self.sessions.forget(session.id());
+        let end = session.finish(SessionEnding::Ended, now);
+        let summary = summary(&end);
+        let recording = end.recording;
+        self.sink
+            .close(end)
+            .await
+            .map_err(|source| HandleClientMessageError::Recording {
+                recording,
+                action: "finished",
+                source,
+            })?;
+        tracing::info!(session_id = %summary.session, %recording, bytes = summary.totals.bytes, chunks = summary.totals.chunks, "session ended");
+        Ok(ServerMessage::SessionEnded(summary))
+    }
+
+    async fn resume_session(
+        &self,
+        connection: &mut Connection,
+        id: SessionId,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<ServerMessage, HandleClientMessageError> {
+        let rejected = |rejection| Ok(ServerMessage::Rejected(rejection));
+        match self
+            .sessions
+            .take(id, token, connection.id(), now, self.config.resume_grace)
+        {
+            Ok(session) => {
+                tracing::info!(session_id = %id, last_seq = ?session.last_seq(), "session resumed");
+                let info = self.info(&session);
+                connection.adopt(session);
+                Ok(ServerMessage::SessionResumed(info))
+            }
+            Err(TakeError::NotFound) => rejected(Rejection::SessionNotFound(id)),
+            Err(TakeError::WrongToken) => {
+                tracing::warn!(session_id = %id, "resume refused: wrong token");
+                rejected(Rejection::WrongResumeToken(id))
+            }
+            Err(TakeError::Expired(session)) => {
+                self.finish(*session, SessionEnding::Expired, now).await;
+                rejected(Rejection::SessionExpired(id))
+            }
+            Err(TakeError::HeldBy(holder)) => Err(HandleClientMessageError::SessionHeld {
+                session: id,
+                holder,
+            }),
+        }
+    }
+
+    /// Closes a connection: a declared session is parked for a resume, an implicit one is
+    /// finished; then the connection is forgotten. Both steps run even when the first fails,
+    /// so a sink failure never leaves a phantom connection counted.
     ///
     /// # Errors
-    /// [`CloseConnectionError::Sink`] when the session could not be flushed (reported first,
+    /// [`CloseConnectionError::Sink`] when a recording could not be finished (reported first,
     /// since it may mean lost audio), else [`CloseConnectionError::Store`].
     pub async fn close_connection(
         &self,
-        connection: Connection,
+        mut connection: Connection,
     ) -> Result<(), CloseConnectionError> {
-        let flushed = match connection.session() {
-            Some(session) => self
-                .sink
-                .close(session)
-                .await
-                .map_err(|source| CloseConnectionError::Sink { session, source }),
-            None => Ok(()),
+        let recording_open = connection.is_recording_open();
+        let finished = match connection.take_session() {
+            Some(mut session) if session.is_declared() => {
+                session.detach(self.clock.now());
+                tracing::info!(session_id = %session.id(), grace_secs = self.config.resume_grace.as_secs(), "session parked for resume");
+                self.sessions.park(session);
+                Ok(())
+            }
+            Some(session) if recording_open => {
+                let end = session.finish(SessionEnding::ConnectionClosed, self.clock.now());
+                let recording = end.recording;
+                self.sink
+                    .close(end)
+                    .await
+                    .map_err(|source| CloseConnectionError::Sink { recording, source })
+            }
+            _ => Ok(()),
         };
         let removed = self
             .store
             .remove(connection.id())
             .await
             .map_err(CloseConnectionError::Store);
-        match (flushed, removed) {
+        match (finished, removed) {
             (Err(sink), Err(store)) => {
                 tracing::warn!(error = %store, "connection also could not be removed from the store");
                 Err(sink)
             }
-            (flushed, removed) => flushed.and(removed),
+            (finished, removed) => finished.and(removed),
+        }
+    }
+
+    /// Finishes the parked sessions whose grace period has passed; returns how many. Meant to
+    /// be called periodically.
+    pub async fn expire_sessions(&self) -> usize {
+        let now = self.clock.now();
+        let expired = self.sessions.take_expired(now, self.config.resume_grace);
+        let count = expired.len();
+        for session in expired {
+            tracing::info!(session_id = %session.id(), "session expired: nobody resumed it");
+            self.finish(session, SessionEnding::Expired, now).await;
+        }
+        count
+    }
+
+    /// Finishes every parked session, at shutdown; returns how many.
+    pub async fn finish_parked_sessions(&self) -> usize {
+        let now = self.clock.now();
+        let parked = self.sessions.take_all_parked();
+        let count = parked.len();
+        for session in parked {
+            self.finish(session, SessionEnding::Shutdown, now).await;
+        }
+        count
+    }
+
+    async fn finish(&self, session: Session, ending: SessionEnding, now: Timestamp) {
+        let end = session.finish(ending, now);
+        let recording = end.recording;
+        if let Err(error) = self.sink.close(end).await {
+            tracing::error!(%recording, error = %error, cause = ?std::error::Error::source(&error), "recording could not be finished");
         }
     }
 
@@ -227,11 +431,11 @@ impl IngestService {
             at: self.clock.now(),
             uptime,
             connections,
-            version: self.version,
+            version: self.config.version,
         })
     }
 
-    /// The status report: open connections.
+    /// The status report: open connections and parked sessions.
     ///
     /// # Errors
     /// [`ReportError::Store`] when connections cannot be counted.
@@ -240,6 +444,7 @@ impl IngestService {
         Ok(StatusReport {
             at: self.clock.now(),
             active_connections,
+            parked_sessions: self.sessions.parked(),
         })
     }
 
@@ -254,10 +459,34 @@ impl IngestService {
         self.clock.now()
     }
 
+    fn info(&self, session: &Session) -> SessionInfo {
+        SessionInfo {
+            session: session.id(),
+            recording: session.recording(),
+            resume_token: session.token().reveal().to_owned(),
+            format: session.format(),
+            resume_grace: self.config.resume_grace,
+            last_seq: session.last_seq(),
+            totals: session.totals(),
+        }
+    }
+
     fn stamp<T>(&self, value: T) -> Stamped<T> {
         Stamped {
             at: self.clock.now(),
             value,
         }
+    }
+}
+
+fn summary(end: &RecordingEnd) -> SessionSummary {
+    SessionSummary {
+        session: end.session,
+        recording: end.recording,
+        totals: end.totals,
+        duration: end.duration,
+        last_seq: end.last_seq,
+        gaps: end.gaps.clone(),
+        duplicates: end.duplicates,
     }
 }

@@ -3,10 +3,20 @@
 //! The state is owned by whoever drives the connection (the WebSocket adapter's task), so the
 //! rules need no locks: they take `&mut self` and return a [`Decision`] for the application to
 //! carry out.
+//!
+//! A connection speaks one of two dialects. A client of the original service never declares
+//! a session: its first audio opens an implicit one that ends with the connection. A client
+//! that sends `session_start` (or `session_resume`) switches the connection to sessions: its
+//! audio then needs an active session, and binary frames carry raw audio.
 
 use crate::audio::AudioChunk;
-use crate::ids::{ConnectionId, SessionId};
-use crate::message::{AudioMessage, AudioPayload, ClientMessage, Rejection, ServerMessage};
+use crate::format::AudioFormat;
+use crate::ids::{ConnectionId, RecordingId, SessionId};
+use crate::message::{
+    AudioMessage, AudioPayload, AudioProgress, ClientMessage, Rejection, ServerMessage,
+};
+use crate::recording::RecordingStart;
+use crate::session::{Admission, SeqGap, Session};
 use crate::time::Timestamp;
 
 /// What the connection store records about an open connection.
@@ -34,27 +44,68 @@ pub struct ConnectionStats {
 }
 
 /// What to do about one client message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Decision {
     /// Send this reply; nothing else to do.
     Reply(ServerMessage),
-    /// Hand `chunk` to the audio sink under `session`; only once the sink has accepted it,
-    /// send `ack`. If the sink fails, the client must not be told the audio was received.
-    Store {
-        /// The session the chunk belongs to.
+    /// Open the recording of this newly declared session, then [`Connection::adopt`] it and
+    /// confirm it to the client.
+    Start(Session),
+    /// Store `chunk`, opening the recording first when `open` says so; once the sink has
+    /// accepted it, [`Connection::stored`] gives the acknowledgement. If the sink fails, the
+    /// client must not be told the audio was received.
+    Store(StoreChunk),
+    /// Make everything stored in `recording` durable, then answer with
+    /// [`Connection::committed`].
+    Commit {
+        /// The recording.
+        recording: RecordingId,
+    },
+    /// Finish this session (taken off the connection) and its recording.
+    End(Session),
+    /// Find this session and hand it to this connection.
+    Resume {
+        /// The session.
         session: SessionId,
-        /// The audio to store.
-        chunk: AudioChunk,
-        /// The acknowledgement to send once it is stored.
-        ack: ServerMessage,
+        /// The token the client presented.
+        token: String,
     },
 }
 
-/// An open connection: its identity, its implicit audio session and its totals.
+/// A chunk to store.
+#[derive(Debug)]
+pub struct StoreChunk {
+    /// The recording it goes to.
+    pub recording: RecordingId,
+    /// Open the recording first: the first chunk of an implicit session.
+    pub open: Option<RecordingStart>,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Numbers skipped just before it.
+    pub gap: Option<SeqGap>,
+    /// The audio.
+    pub chunk: AudioChunk,
+    /// Its size as the client encoded it, for the acknowledgement.
+    pub encoded_size: usize,
+    /// Whether the acknowledgement reports progress (see [`AudioProgress`]).
+    pub report_progress: bool,
+}
+
+/// The dialect a connection speaks (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Original,
+    Sessions,
+}
+
+/// An open connection: its identity, its dialect, its session and its totals.
 #[derive(Debug)]
 pub struct Connection {
     info: ConnectionInfo,
-    session: Option<SessionId>,
+    dialect: Dialect,
+    session: Option<Session>,
+    /// Whether the active session's recording has been opened in the sink.
+    recording_open: bool,
     stats: ConnectionStats,
 }
 
@@ -63,7 +114,9 @@ impl Connection {
     pub fn new(info: ConnectionInfo) -> Self {
         Self {
             info,
+            dialect: Dialect::Original,
             session: None,
+            recording_open: false,
             stats: ConnectionStats::default(),
         }
     }
@@ -78,9 +131,9 @@ impl Connection {
         &self.info
     }
 
-    /// The audio session of this connection, once its first audio has arrived.
-    pub fn session(&self) -> Option<SessionId> {
-        self.session
+    /// The active session, if any.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
     }
 
     /// Running totals.
@@ -88,208 +141,201 @@ impl Connection {
         self.stats
     }
 
-    /// Decides what `message` gets.
-    ///
-    /// Clients of the original service never announce a session: the first audio on a
-    /// connection opens an implicit one, which lasts until the connection closes.
-    pub fn decide(&mut self, message: ClientMessage) -> Decision {
+    /// Whether a binary frame carries raw audio (sessions) or JSON (the original dialect).
+    pub fn binary_frames_are_audio(&self) -> bool {
+        self.dialect == Dialect::Sessions
+    }
+
+    /// Decides what `message`, received at `now`, gets.
+    pub fn decide(&mut self, message: ClientMessage, now: Timestamp) -> Decision {
         self.stats.messages += 1;
+        let rejected = |rejection| Decision::Reply(ServerMessage::Rejected(rejection));
         match message {
             ClientMessage::Test { message } => Decision::Reply(ServerMessage::TestResponse {
                 original_message: message,
             }),
-            ClientMessage::Audio(audio) => self.decide_audio(audio),
             ClientMessage::Ping => Decision::Reply(ServerMessage::Pong),
             ClientMessage::Unknown { original_type } => {
                 Decision::Reply(ServerMessage::Echo { original_type })
             }
-            ClientMessage::Undecodable { reason } => {
-                Decision::Reply(ServerMessage::Rejected(Rejection::MalformedMessage(reason)))
+            ClientMessage::Undecodable { reason } => rejected(Rejection::MalformedMessage(reason)),
+            ClientMessage::Invalid(rejection) => rejected(rejection),
+            ClientMessage::Audio(audio) => self.decide_audio(audio, now),
+            ClientMessage::BinaryAudio(chunk) => {
+                let encoded_size = chunk.len();
+                self.decide_chunk(chunk, encoded_size, None, now)
             }
+            ClientMessage::SessionStart { format, metadata } => {
+                if self.session.is_some() {
+                    return rejected(Rejection::SessionAlreadyActive);
+                }
+                self.dialect = Dialect::Sessions;
+                match AudioFormat::negotiate(format) {
+                    Ok(format) => {
+                        Decision::Start(Session::declared(format, metadata, self.id(), now))
+                    }
+                    Err(error) => rejected(error.into()),
+                }
+            }
+            ClientMessage::SessionResume { session, token, .. } => {
+                if self.session.is_some() {
+                    return rejected(Rejection::SessionAlreadyActive);
+                }
+                self.dialect = Dialect::Sessions;
+                Decision::Resume { session, token }
+            }
+            ClientMessage::AudioCommit => match &self.session {
+                Some(session) => Decision::Commit {
+                    recording: session.recording(),
+                },
+                None => rejected(Rejection::NoActiveSession),
+            },
+            ClientMessage::AudioClear => rejected(Rejection::NotSupported(
+                "audio_clear has no meaning for a recording: every acknowledged chunk is kept; \
+                 finish the session with session_end",
+            )),
+            ClientMessage::SessionEnd => match self.take_session() {
+                Some(session) => Decision::End(session),
+                None => rejected(Rejection::NoActiveSession),
+            },
         }
     }
 
-    /// Records that the sink accepted `chunk`.
-    pub fn record_stored(&mut self, chunk_len: usize) {
-        self.stats.audio_chunks += 1;
-        self.stats.audio_bytes += chunk_len as u64;
-    }
-
-    fn decide_audio(&mut self, audio: AudioMessage) -> Decision {
+    fn decide_audio(&mut self, audio: AudioMessage, now: Timestamp) -> Decision {
         let AudioMessage {
             encoded_size,
             payload,
+            seq,
         } = audio;
         match payload {
-            // The original acknowledged an `audio` message without data (as `dataSize: 0`);
-            // clients may count acks, so an empty message is still acknowledged.
-            AudioPayload::Empty => Decision::Reply(ServerMessage::AudioReceived {
-                encoded_size,
-                decoded_size: 0,
-            }),
             AudioPayload::Invalid(reason) => {
                 Decision::Reply(ServerMessage::Rejected(Rejection::InvalidAudio(reason)))
             }
-            AudioPayload::Chunk(chunk) => {
-                let session = *self.session.get_or_insert_with(SessionId::random);
-                let ack = ServerMessage::AudioReceived {
+            // The original acknowledged an `audio` message without data (as `dataSize: 0`);
+            // clients may count acks, so an empty message is still acknowledged.
+            AudioPayload::Empty if self.dialect == Dialect::Original || self.session.is_some() => {
+                Decision::Reply(ServerMessage::AudioReceived {
+                    encoded_size,
+                    decoded_size: 0,
+                    progress: None,
+                })
+            }
+            AudioPayload::Empty => {
+                Decision::Reply(ServerMessage::Rejected(Rejection::NoActiveSession))
+            }
+            AudioPayload::Chunk(chunk) => self.decide_chunk(chunk, encoded_size, seq, now),
+        }
+    }
+
+    fn decide_chunk(
+        &mut self,
+        chunk: AudioChunk,
+        encoded_size: usize,
+        seq: Option<u64>,
+        now: Timestamp,
+    ) -> Decision {
+        if self.session.is_none() {
+            if self.dialect == Dialect::Sessions {
+                return Decision::Reply(ServerMessage::Rejected(Rejection::NoActiveSession));
+            }
+            self.session = Some(Session::implicit(self.id(), now));
+            self.recording_open = false;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Decision::Reply(ServerMessage::Rejected(Rejection::NoActiveSession));
+        };
+        let report_progress = session.is_declared() || seq.is_some();
+        match session.admit(seq) {
+            Admission::Duplicate { seq } => {
+                session.record_duplicate();
+                let progress = AudioProgress {
+                    seq,
+                    totals: session.totals(),
+                    duration: session.duration(),
+                    gap: None,
+                    duplicate: true,
+                };
+                Decision::Reply(ServerMessage::AudioReceived {
                     encoded_size,
                     decoded_size: chunk.len(),
-                };
-                Decision::Store {
-                    session,
-                    chunk,
-                    ack,
-                }
+                    progress: Some(progress),
+                })
             }
+            Admission::Store { seq, gap } => Decision::Store(StoreChunk {
+                recording: session.recording(),
+                open: (!self.recording_open).then(|| session.recording_start()),
+                seq,
+                gap,
+                chunk,
+                encoded_size,
+                report_progress,
+            }),
         }
+    }
+
+    /// Takes on `session`, whose recording is open: after a start or a resume.
+    pub fn adopt(&mut self, session: Session) {
+        self.dialect = Dialect::Sessions;
+        self.session = Some(session);
+        self.recording_open = true;
+    }
+
+    /// Records that the active session's recording was opened.
+    pub fn recording_opened(&mut self) {
+        self.recording_open = true;
+    }
+
+    /// Records that the sink accepted a chunk, and returns its acknowledgement.
+    pub fn stored(
+        &mut self,
+        seq: u64,
+        gap: Option<SeqGap>,
+        decoded_size: usize,
+        encoded_size: usize,
+        report_progress: bool,
+    ) -> ServerMessage {
+        self.stats.audio_chunks += 1;
+        self.stats.audio_bytes += decoded_size as u64;
+        let progress = self.session.as_mut().map(|session| {
+            session.record(seq, gap, decoded_size);
+            AudioProgress {
+                seq,
+                totals: session.totals(),
+                duration: session.duration(),
+                gap,
+                duplicate: false,
+            }
+        });
+        ServerMessage::AudioReceived {
+            encoded_size,
+            decoded_size,
+            progress: progress.filter(|_| report_progress),
+        }
+    }
+
+    /// The answer to a commit that succeeded.
+    pub fn committed(&self) -> ServerMessage {
+        let (last_seq, totals) = self
+            .session
+            .as_ref()
+            .map(|s| (s.last_seq(), s.totals()))
+            .unwrap_or_default();
+        ServerMessage::AudioCommitted { last_seq, totals }
+    }
+
+    /// Takes the active session off the connection: when it ends, or when the connection
+    /// closes.
+    pub fn take_session(&mut self) -> Option<Session> {
+        self.recording_open = false;
+        self.session.take()
+    }
+
+    /// Whether the active session's recording has been opened (an implicit session's is
+    /// opened by its first chunk).
+    pub fn is_recording_open(&self) -> bool {
+        self.session.is_some() && self.recording_open
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::message::ClientValue;
-
-    fn connection() -> Connection {
-        Connection::new(ConnectionInfo {
-            id: ConnectionId::random(),
-            opened_at: Timestamp::from_unix_millis(0),
-            peer: None,
-            user_agent: None,
-        })
-    }
-
-    fn audio(bytes: &[u8]) -> ClientMessage {
-        ClientMessage::Audio(AudioMessage {
-            encoded_size: bytes.len().div_ceil(3) * 4,
-            payload: AudioPayload::Chunk(AudioChunk::new(bytes.to_vec()).unwrap()),
-        })
-    }
-
-    #[test]
-    fn a_test_message_gets_its_message_back() {
-        let original = Some(ClientValue::from_wire("\"Hello from frontend!\""));
-        let decision = connection().decide(ClientMessage::Test {
-            message: original.clone(),
-        });
-        assert_eq!(
-            decision,
-            Decision::Reply(ServerMessage::TestResponse {
-                original_message: original
-            })
-        );
-    }
-
-    #[test]
-    fn a_ping_gets_a_pong() {
-        assert_eq!(
-            connection().decide(ClientMessage::Ping),
-            Decision::Reply(ServerMessage::Pong)
-        );
-    }
-
-    #[test]
-    fn an_unknown_type_is_echoed_not_rejected() {
-        let original_type = Some(ClientValue::from_wire("\"TEST\""));
-        let decision = connection().decide(ClientMessage::Unknown {
-            original_type: original_type.clone(),
-        });
-        assert_eq!(
-            decision,
-            Decision::Reply(ServerMessage::Echo { original_type })
-        );
-    }
-
-    #[test]
-    fn an_undecodable_frame_is_rejected_as_malformed() {
-        let decision = connection().decide(ClientMessage::Undecodable {
-            reason: "bad".into(),
-        });
-        assert_eq!(
-            decision,
-            Decision::Reply(ServerMessage::Rejected(Rejection::MalformedMessage(
-                "bad".into()
-            )))
-        );
-    }
-
-    #[test]
-    fn audio_is_stored_before_it_is_acknowledged() {
-        let mut connection = connection();
-        let Decision::Store { chunk, ack, .. } = connection.decide(audio(&[1, 2, 3, 4])) else {
-            panic!("audio with data must be stored");
-        };
-        assert_eq!(chunk.as_bytes(), &[1, 2, 3, 4]);
-        assert_eq!(
-            ack,
-            ServerMessage::AudioReceived {
-                encoded_size: 8,
-                decoded_size: 4
-            }
-        );
-    }
-
-    #[test]
-    fn all_audio_of_a_connection_goes_to_one_implicit_session() {
-        let mut connection = connection();
-        assert_eq!(connection.session(), None);
-        let Decision::Store { session: first, .. } = connection.decide(audio(&[1])) else {
-            panic!("expected a store decision");
-        };
-        let Decision::Store {
-            session: second, ..
-        } = connection.decide(audio(&[2]))
-        else {
-            panic!("expected a store decision");
-        };
-        assert_eq!((first, Some(first)), (second, connection.session()));
-    }
-
-    #[test]
-    fn audio_without_data_is_acknowledged_with_nothing_stored() {
-        let mut connection = connection();
-        let empty = ClientMessage::Audio(AudioMessage {
-            encoded_size: 0,
-            payload: AudioPayload::Empty,
-        });
-        assert_eq!(
-            connection.decide(empty),
-            Decision::Reply(ServerMessage::AudioReceived {
-                encoded_size: 0,
-                decoded_size: 0
-            })
-        );
-        assert_eq!(connection.session(), None, "no audio, so no session");
-    }
-
-    #[test]
-    fn invalid_audio_is_rejected_and_not_stored() {
-        let invalid = ClientMessage::Audio(AudioMessage {
-            encoded_size: 5,
-            payload: AudioPayload::Invalid("invalid base64".into()),
-        });
-        assert_eq!(
-            connection().decide(invalid),
-            Decision::Reply(ServerMessage::Rejected(Rejection::InvalidAudio(
-                "invalid base64".into()
-            )))
-        );
-    }
-
-    #[test]
-    fn totals_count_messages_and_stored_audio() {
-        let mut connection = connection();
-        connection.decide(ClientMessage::Ping);
-        connection.decide(audio(&[1, 2]));
-        connection.record_stored(2);
-        assert_eq!(
-            connection.stats(),
-            ConnectionStats {
-                messages: 2,
-                audio_chunks: 1,
-                audio_bytes: 2
-            }
-        );
-    }
-}
+mod tests;

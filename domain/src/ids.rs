@@ -65,6 +65,11 @@ uuid_id!(
 );
 
 uuid_id!(
+    /// Identifies one recording: the stored audio of one session, across resumed connections.
+    RecordingId
+);
+
+uuid_id!(
     /// Identifies one reply of the chat endpoint.
     ChatReplyId
 );

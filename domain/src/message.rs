@@ -1,8 +1,12 @@
 //! What client and server messages mean. Their wire shape (JSON field names, base64, frame
 //! types) belongs to the WebSocket adapter, which converts to and from these types.
 
+use std::time::Duration;
+
 use crate::audio::AudioChunk;
-use crate::ids::ConnectionId;
+use crate::format::{AudioFormat, FormatError, FormatRequest};
+use crate::ids::{ConnectionId, RecordingId, SessionId};
+use crate::session::{AudioTotals, SeqGap};
 
 /// A value the client sent that the server hands back without interpreting it.
 ///
@@ -45,6 +49,32 @@ pub enum ClientMessage {
         /// Why it could not be read, for the client and the logs.
         reason: String,
     },
+    /// A message of a known type whose fields are wrong; refused with a specific reason.
+    Invalid(Rejection),
+    /// `session_start`: a declared session begins.
+    SessionStart {
+        /// The declared format.
+        format: FormatRequest,
+        /// What the client attaches to the session (call ids and the like).
+        metadata: Option<ClientValue>,
+    },
+    /// Raw audio in a binary frame, in the active session's declared format.
+    BinaryAudio(AudioChunk),
+    /// `audio_commit`: make everything acknowledged so far durable before answering.
+    AudioCommit,
+    /// `audio_clear`: drop buffered audio, which a recording does not do.
+    AudioClear,
+    /// `session_end`: finish the session and its recording.
+    SessionEnd,
+    /// `session_resume`: continue a session on this connection after the old one dropped.
+    SessionResume {
+        /// The session.
+        session: SessionId,
+        /// Its resume token, as the client sent it.
+        token: String,
+        /// The last sequence number the client saw acknowledged, for the logs.
+        last_acked_seq: Option<u64>,
+    },
 }
 
 /// An `audio` message: what the client announced and what it carried.
@@ -55,6 +85,8 @@ pub struct AudioMessage {
     pub encoded_size: usize,
     /// The audio itself, or why there is none.
     pub payload: AudioPayload,
+    /// The chunk's sequence number, if the client numbers its chunks.
+    pub seq: Option<u64>,
 }
 
 /// The audio an `audio` message carried.
@@ -77,6 +109,42 @@ pub enum Rejection {
     /// An `audio` message whose data could not be decoded; nothing of it was stored.
     #[error("{0}")]
     InvalidAudio(String),
+    /// A `seq` that is not a whole number of zero or more.
+    #[error("{0}")]
+    InvalidSeq(String),
+    /// A `session_start` naming an encoding the service does not take.
+    #[error("unsupported encoding {0:?}: use pcm_s16le, mulaw, alaw or opus")]
+    UnsupportedEncoding(String),
+    /// A `session_start` whose format is missing, malformed or contradictory.
+    #[error("{0}")]
+    InvalidFormat(String),
+    /// A `session_resume` without a usable session id or token.
+    #[error("{0}")]
+    InvalidResume(String),
+    /// A session is already running on this connection.
+    #[error("a session is already active on this connection; end it first")]
+    SessionAlreadyActive,
+    /// Session audio, a commit or an end with no session running.
+    #[error("no session is active on this connection; send session_start or session_resume first")]
+    NoActiveSession,
+    /// `session_resume` of a session the service does not know (or that has finished).
+    #[error("no session {0} to resume")]
+    SessionNotFound(SessionId),
+    /// `session_resume` with a token that is not the session's.
+    #[error("the resume token does not match session {0}")]
+    WrongResumeToken(SessionId),
+    /// `session_resume` after the grace period; the recording has been finished.
+    #[error("session {0} can no longer be resumed: its grace period has passed")]
+    SessionExpired(SessionId),
+    /// A message that has no meaning for a recording.
+    #[error("{0}")]
+    NotSupported(&'static str),
+}
+
+impl From<FormatError> for Rejection {
+    fn from(error: FormatError) -> Self {
+        Self::InvalidFormat(error.to_string())
+    }
 }
 
 /// The meaning of one message the server sends to a client.
@@ -98,7 +166,23 @@ pub enum ServerMessage {
         encoded_size: usize,
         /// Number of audio bytes after decoding.
         decoded_size: usize,
+        /// Where the session stands, for clients that declare sessions or number chunks;
+        /// `None` keeps the original's acknowledgement for the original's clients.
+        progress: Option<AudioProgress>,
     },
+    /// A declared session has begun.
+    SessionStarted(SessionInfo),
+    /// A session continues on this connection.
+    SessionResumed(SessionInfo),
+    /// Everything acknowledged so far is durable.
+    AudioCommitted {
+        /// The last sequence number stored.
+        last_seq: Option<u64>,
+        /// What the session has stored.
+        totals: AudioTotals,
+    },
+    /// A session has ended and its recording is finished.
+    SessionEnded(SessionSummary),
     /// Reply to `ping`.
     Pong,
     /// Reply to a message of unknown type.
@@ -108,4 +192,57 @@ pub enum ServerMessage {
     },
     /// The client's message was refused; the connection stays open.
     Rejected(Rejection),
+}
+
+/// Where a session stands after a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioProgress {
+    /// The chunk's sequence number.
+    pub seq: u64,
+    /// What the session has stored, this chunk included.
+    pub totals: AudioTotals,
+    /// Media duration stored, where the format says.
+    pub duration: Option<Duration>,
+    /// Numbers skipped just before this chunk.
+    pub gap: Option<SeqGap>,
+    /// The chunk had been stored already and was not stored again.
+    pub duplicate: bool,
+}
+
+/// A session as its client needs to know it, to stream and to resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session.
+    pub session: SessionId,
+    /// Its recording.
+    pub recording: RecordingId,
+    /// The token to resume it with.
+    pub resume_token: String,
+    /// The effective format.
+    pub format: AudioFormat,
+    /// How long a dropped session waits to be resumed.
+    pub resume_grace: Duration,
+    /// The last sequence number stored.
+    pub last_seq: Option<u64>,
+    /// What has been stored.
+    pub totals: AudioTotals,
+}
+
+/// The totals of a finished session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// The session.
+    pub session: SessionId,
+    /// Its recording.
+    pub recording: RecordingId,
+    /// What was stored.
+    pub totals: AudioTotals,
+    /// Media duration, where the format says.
+    pub duration: Option<Duration>,
+    /// The last sequence number stored.
+    pub last_seq: Option<u64>,
+    /// Sequence numbers that never arrived.
+    pub gaps: Vec<SeqGap>,
+    /// Chunks received twice and stored once.
+    pub duplicates: u64,
 }

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use crate::audio::AudioChunk;
 use crate::connection::ConnectionInfo;
-use crate::ids::{ConnectionId, SessionId};
+use crate::ids::{ConnectionId, RecordingId};
+use crate::recording::{RecordingEnd, RecordingStart};
 use crate::time::Timestamp;
 
 /// A boxed cause, so that adapters can keep the error chain of their technology without the
@@ -69,31 +70,54 @@ pub trait Clock: Send + Sync + 'static {
 /// Why the audio sink could not take audio.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// A write or close named a session the sink has already closed.
-    #[error("audio session {0} is already closed")]
-    SessionClosed(SessionId),
+    /// A write, commit or close named a recording the sink does not have open.
+    #[error("recording {0} is not open")]
+    UnknownRecording(RecordingId),
     /// The sink cannot take audio now (storage full, backend unreachable, I/O failure).
     #[error("audio sink unavailable")]
     Unavailable(#[source] Cause),
 }
 
-/// Takes the audio of each session, in order, and keeps or forwards it.
+/// Keeps or forwards the audio of each recording, in order.
+///
+/// The contract that makes acknowledgements trustworthy: when `write` returns `Ok`, the chunk
+/// is the sink's responsibility and the client is told it was received. What that means is
+/// the sink's to document (the file sink: handed to the operating system, so a crash of this
+/// process loses nothing acknowledged).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AudioSink: Send + Sync + 'static {
-    /// Accepts the next chunk of `session`, opening the session on its first chunk. When this
-    /// returns `Ok`, the chunk is the sink's responsibility: the client is told it was
-    /// received.
+    /// Opens a recording, before its first chunk.
     ///
     /// # Errors
-    /// MUST return [`SinkError::Unavailable`] when the chunk was not accepted; the caller then
-    /// tells the client its audio was not received. A sink that keeps per-session state MUST
-    /// return [`SinkError::SessionClosed`] for a session it has already closed.
-    async fn write(&self, session: SessionId, chunk: AudioChunk) -> Result<(), SinkError>;
+    /// MUST return [`SinkError::Unavailable`] if the recording cannot be opened.
+    async fn open(&self, start: RecordingStart) -> Result<(), SinkError>;
 
-    /// Ends `session`: everything written before is flushed, nothing more is accepted.
+    /// Accepts chunk `seq` of `recording`. Chunks arrive in order, each once.
     ///
     /// # Errors
-    /// MUST return [`SinkError::Unavailable`] if what was written could not be flushed.
-    async fn close(&self, session: SessionId) -> Result<(), SinkError>;
+    /// MUST return [`SinkError::UnknownRecording`] for a recording not open, and
+    /// [`SinkError::Unavailable`] when the chunk was not accepted; the caller then tells the
+    /// client its audio was not received.
+    async fn write(
+        &self,
+        recording: RecordingId,
+        seq: u64,
+        chunk: AudioChunk,
+    ) -> Result<(), SinkError>;
+
+    /// Makes everything written to `recording` so far as durable as the sink can (for a file,
+    /// on disk rather than in the operating system's cache).
+    ///
+    /// # Errors
+    /// MUST return [`SinkError::UnknownRecording`] for a recording not open, and
+    /// [`SinkError::Unavailable`] if durability could not be ensured.
+    async fn commit(&self, recording: RecordingId) -> Result<(), SinkError>;
+
+    /// Finishes a recording: everything written is flushed and the recording is complete.
+    ///
+    /// # Errors
+    /// MUST return [`SinkError::UnknownRecording`] for a recording not open, and
+    /// [`SinkError::Unavailable`] if it could not be finished.
+    async fn close(&self, end: RecordingEnd) -> Result<(), SinkError>;
 }

@@ -4,16 +4,23 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use aimcs_adapters::outbound::{InMemoryConnectionStore, NullAudioSink, SystemClock};
+use aimcs_adapters::outbound::file_audio_sink::FileSinkError;
+use aimcs_adapters::outbound::{
+    FanoutAudioSink, FileAudioSink, InMemoryConnectionStore, NullAudioSink, SystemClock,
+};
 use aimcs_adapters::{Server, ShutdownReport};
-use aimcs_application::IngestService;
+use aimcs_application::{IngestService, ServiceConfig};
 use aimcs_domain::ports::AudioSink;
 
 use crate::settings::{Settings, SinkKind};
 
 /// The service's version, reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How often retention runs over the recordings directory.
+const RETENTION_PERIOD: Duration = Duration::from_secs(60);
 
 /// The service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,17 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The recordings directory cannot be used.
+    #[error("the file audio sink cannot start")]
+    Recordings(#[from] FileSinkError),
+}
+
+/// Adapters to use instead of the ones the settings name: for tests that need a sink with
+/// particular behaviour.
+#[derive(Default)]
+pub struct Overrides {
+    /// The audio sink.
+    pub audio_sink: Option<Arc<dyn AudioSink>>,
 }
 
 /// A built service, listening, not yet serving.
@@ -34,22 +52,56 @@ pub struct App {
     server: Server,
     service: Arc<IngestService>,
     local_addr: SocketAddr,
+    file_sink: Option<Arc<FileAudioSink>>,
 }
 
 impl App {
     /// Builds the adapters `settings` name, the service over them, and binds the listener.
     ///
     /// # Errors
-    /// [`StartupError::Bind`] when the address cannot be bound.
+    /// [`StartupError`] when the address cannot be bound or a sink cannot start.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
-        let sink: Arc<dyn AudioSink> = match settings.audio.sink {
-            SinkKind::Null => Arc::new(NullAudioSink::new()),
+        Self::build_with(settings, Overrides::default()).await
+    }
+
+    /// Like [`App::build`], with some adapters replaced.
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with(
+        settings: &Settings,
+        overrides: Overrides,
+    ) -> Result<Self, StartupError> {
+        let mut file_sink = None;
+        let sink = match overrides.audio_sink {
+            Some(sink) => sink,
+            None => {
+                let mut sinks: Vec<Arc<dyn AudioSink>> = Vec::new();
+                for kind in settings.audio.sink.kinds() {
+                    sinks.push(match kind {
+                        SinkKind::Null => Arc::new(NullAudioSink::new()),
+                        SinkKind::File => {
+                            let sink = Arc::new(open_file_sink(settings)?);
+                            file_sink = Some(Arc::clone(&sink));
+                            sink
+                        }
+                    });
+                }
+                match sinks.len() {
+                    1 => sinks.remove(0),
+                    _ => Arc::new(FanoutAudioSink::new(sinks)),
+                }
+            }
+        };
+        let config = ServiceConfig {
+            version: VERSION,
+            resume_grace: settings.sessions.resume_grace_secs.duration(),
         };
         let service = Arc::new(IngestService::new(
             Arc::new(InMemoryConnectionStore::new()),
             Arc::new(SystemClock::new()),
             sink,
-            VERSION,
+            config,
         ));
         let addr = settings.listen_addr();
         let bind_error = |source| StartupError::Bind { addr, source };
@@ -61,6 +113,7 @@ impl App {
             server,
             service,
             local_addr,
+            file_sink,
         })
     }
 
@@ -71,37 +124,80 @@ impl App {
 
     /// Serves until `shutdown` completes, then drains connections.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
-        self.server.run(self.service, shutdown).await
+        let maintenance = self
+            .file_sink
+            .map(|sink| tokio::spawn(enforce_retention(sink)));
+        let report = self.server.run(self.service, shutdown).await;
+        if let Some(task) = maintenance {
+            task.abort();
+        }
+        report
     }
 }
 
-/// Completes on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C, so that a terminal can
-/// rehearse a shutdown).
-pub async fn shutdown_signal() {
+fn open_file_sink(settings: &Settings) -> Result<FileAudioSink, FileSinkError> {
+    let file_settings = settings.file_sink_settings();
+    let (sink, report) = FileAudioSink::open(file_settings)?;
+    tracing::info!(
+        dir = %sink.settings().dir.display(),
+        repaired = report.repaired,
+        removed_by_retention = report.retention.removed,
+        "recordings directory ready"
+    );
+    Ok(sink)
+}
+
+/// Applies retention to the recordings directory periodically.
+async fn enforce_retention(sink: Arc<FileAudioSink>) {
+    let mut tick = tokio::time::interval(RETENTION_PERIOD);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let sink = Arc::clone(&sink);
+        match tokio::task::spawn_blocking(move || sink.enforce_retention()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "retention failed")
+            }
+            Err(error) => tracing::error!(error = %error, "retention task failed"),
+        }
+    }
+}
+
+/// A future that completes on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C, so that a
+/// terminal can rehearse a shutdown). The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives in between must not find the
+/// default action, which kills the process.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let listeners = {
         use tokio::signal::unix::{SignalKind, signal};
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
-                let name = tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                };
-                tracing::info!(signal = name, "shutdown requested");
-                return;
-            }
+            (Ok(term), Ok(int)) => Some((term, int)),
             (Err(error), _) | (_, Err(error)) => {
                 tracing::error!(error = %error, "cannot listen for SIGTERM; falling back to Ctrl-C only");
+                None
             }
         }
-    }
-    if tokio::signal::ctrl_c().await.is_ok() {
-        tracing::info!(signal = "ctrl-c", "shutdown requested");
-    } else {
-        // Without any signal handling the only way to stop is a kill; never resolve.
-        std::future::pending::<()>().await;
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = listeners {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutdown requested");
+            return;
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!(signal = "ctrl-c", "shutdown requested");
+        } else {
+            // Without any signal handling the only way to stop is a kill; never resolve.
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -146,6 +146,8 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    // Signal handlers go in before the service says it is listening.
+    let shutdown = shutdown_then_force_on_second_signal();
     for variable in Settings::ignored_variables() {
         tracing::warn!(
             variable,
@@ -156,12 +158,10 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
         addr = %app.local_addr(),
         version = VERSION,
         environment = settings.environment,
-        sink = ?settings.audio.sink,
+        sink = ?settings.audio.sink.kinds(),
         "listening"
     );
-    let report = app
-        .run_until_stopped(shutdown_then_force_on_second_signal())
-        .await;
+    let report = app.run_until_stopped(shutdown).await;
     tracing::info!(
         drained = report.drained,
         abandoned = report.abandoned,
@@ -171,14 +171,18 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
 }
 
 /// The first signal starts a graceful shutdown; a second one, for an operator who will not
-/// wait, exits at once.
-async fn shutdown_then_force_on_second_signal() {
-    shutdown_signal().await;
-    tokio::spawn(async {
-        shutdown_signal().await;
-        tracing::warn!("second signal: exiting without waiting for connections");
-        std::process::exit(1);
-    });
+/// wait, exits at once. Both listeners are installed before this returns.
+fn shutdown_then_force_on_second_signal() -> impl std::future::Future<Output = ()> {
+    let first = shutdown_signal();
+    async move {
+        first.await;
+        let second = shutdown_signal();
+        tokio::spawn(async move {
+            second.await;
+            tracing::warn!("second signal: exiting without waiting for connections");
+            std::process::exit(1);
+        });
+    }
 }
 
 async fn healthcheck(config: Option<PathBuf>) -> ExitCode {

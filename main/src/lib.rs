@@ -15,5 +15,5 @@ pub mod settings;
 pub mod telemetry;
 
 pub use aimcs_adapters::ShutdownReport;
-pub use app::{App, StartupError, VERSION};
+pub use app::{App, Overrides, StartupError, VERSION};
 pub use settings::Settings;

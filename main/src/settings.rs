@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aimcs_adapters::outbound::{FileSinkSettings, FsyncPolicy};
 use aimcs_adapters::{CorsPolicy, HttpSettings, ServerSettings, WsSettings};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -21,7 +22,7 @@ pub const CONFIG_ENV: &str = "APP_CONFIG";
 const ENV_PREFIX: &str = "APP_";
 
 /// Top-level settings, which are the only `APP_*` names without `__` read as settings.
-const TOP_LEVEL: [&str; 7] = [
+const TOP_LEVEL: [&str; 8] = [
     "environment",
     "server",
     "cors",
@@ -29,6 +30,7 @@ const TOP_LEVEL: [&str; 7] = [
     "ws",
     "log",
     "audio",
+    "sessions",
 ];
 
 /// Whether `APP_<key>` is meant for us: a nested setting (`SERVER__PORT`) or a top-level
@@ -65,14 +67,38 @@ pub struct Settings {
     pub log: LogConfig,
     /// Where audio goes.
     pub audio: AudioConfig,
+    /// Audio sessions.
+    pub sessions: SessionsConfig,
 }
 
 /// Where audio goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudioConfig {
-    /// The audio sink adapter.
-    pub sink: SinkKind,
+    /// The audio sink adapter, or a list of them to write to each (`["file", "null"]`).
+    pub sink: SinkChoice,
+    /// The file sink's settings.
+    pub file: FileConfig,
+}
+
+/// One sink, or several written to in turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SinkChoice {
+    /// One sink.
+    One(SinkKind),
+    /// Several sinks; a chunk is acknowledged once every one has it.
+    Many(Vec<SinkKind>),
+}
+
+impl SinkChoice {
+    /// The sinks chosen, in order.
+    pub fn kinds(&self) -> &[SinkKind] {
+        match self {
+            Self::One(kind) => std::slice::from_ref(kind),
+            Self::Many(kinds) => kinds,
+        }
+    }
 }
 
 /// The audio sink adapters to choose from.
@@ -81,6 +107,45 @@ pub struct AudioConfig {
 pub enum SinkKind {
     /// Count and discard, as the original did.
     Null,
+    /// One WAV (or WebM/Ogg) file and one JSON manifest per session.
+    File,
+}
+
+/// The file sink's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory of recordings, created if missing; relative to the working directory.
+    pub dir: PathBuf,
+    /// When recordings are forced to disk: `never`, `commit` (on `audio_commit` and at the end)
+    /// or `always` (every chunk).
+    pub fsync: FsyncSetting,
+    /// Remove the oldest finished recordings while the directory holds more bytes than this;
+    /// 0 for no limit.
+    pub max_total_bytes: u64,
+    /// Remove finished recordings older than this many seconds; 0 for no limit.
+    pub max_age_secs: u64,
+}
+
+/// When recordings are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncSetting {
+    /// The operating system decides.
+    Never,
+    /// On `audio_commit` and when a recording ends.
+    Commit,
+    /// After every chunk.
+    Always,
+}
+
+/// Audio sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Seconds a declared session whose connection dropped waits to be resumed before its
+    /// recording is finished.
+    pub resume_grace_secs: PositiveSeconds,
 }
 
 /// Listening socket and shutdown.
@@ -298,7 +363,16 @@ impl Default for Settings {
                 level: LogLevel("info".into()),
             },
             audio: AudioConfig {
-                sink: SinkKind::Null,
+                sink: SinkChoice::One(SinkKind::File),
+                file: FileConfig {
+                    dir: PathBuf::from("recordings"),
+                    fsync: FsyncSetting::Commit,
+                    max_total_bytes: 0,
+                    max_age_secs: 0,
+                },
+            },
+            sessions: SessionsConfig {
+                resume_grace_secs: PositiveSeconds(60),
             },
         }
     }
@@ -415,6 +489,21 @@ impl Settings {
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.server.host, self.server.port)
+    }
+
+    /// The file sink's settings.
+    pub fn file_sink_settings(&self) -> FileSinkSettings {
+        let file = &self.audio.file;
+        FileSinkSettings {
+            dir: file.dir.clone(),
+            fsync: match file.fsync {
+                FsyncSetting::Never => FsyncPolicy::Never,
+                FsyncSetting::Commit => FsyncPolicy::Commit,
+                FsyncSetting::Always => FsyncPolicy::Always,
+            },
+            max_total_bytes: (file.max_total_bytes > 0).then_some(file.max_total_bytes),
+            max_age: (file.max_age_secs > 0).then(|| Duration::from_secs(file.max_age_secs)),
+        }
     }
 
     /// The transport's settings.

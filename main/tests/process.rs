@@ -12,6 +12,27 @@ use tokio_tungstenite::tungstenite::Message;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_aimcs-backend");
 
+/// The binary with an empty environment, run in a directory of its own so that its default
+/// `recordings/` lands there (the file sink refuses a directory another process is using).
+fn binary() -> Command {
+    static SCRATCH: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let scratch = SCRATCH.get_or_init(|| tempfile::tempdir().expect("a scratch directory"));
+    let own = scratch.path().join(uuid_like());
+    std::fs::create_dir(&own).expect("a directory for this run");
+    let mut command = Command::new(BINARY);
+    command.env_clear().current_dir(own);
+    command
+}
+
+/// A name no other run in this process uses.
+fn uuid_like() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "run-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// The binary, started on a free loopback port with JSON logs, and the address it reported.
 struct Running {
     child: Child,
@@ -20,9 +41,8 @@ struct Running {
 }
 
 async fn start(extra_env: &[(&str, &str)]) -> Running {
-    let mut command = Command::new(BINARY);
+    let mut command = binary();
     command
-        .env_clear()
         .env("APP_SERVER__HOST", "127.0.0.1")
         .env("APP_SERVER__PORT", "0")
         .env("APP_LOG__FORMAT", "json")
@@ -155,12 +175,7 @@ async fn every_log_line_of_a_connection_carries_its_id() {
 
 #[tokio::test]
 async fn a_bad_setting_stops_start_up_with_exit_64_naming_it() {
-    let output = Command::new(BINARY)
-        .env_clear()
-        .env("PORT", "abc")
-        .output()
-        .await
-        .unwrap();
+    let output = binary().env("PORT", "abc").output().await.unwrap();
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(64), "{stderr}");
@@ -176,8 +191,7 @@ async fn a_port_in_use_stops_start_up_with_exit_69() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
 
-    let output = Command::new(BINARY)
-        .env_clear()
+    let output = binary()
         .env("APP_SERVER__HOST", "127.0.0.1")
         .env("PORT", &port)
         .output()
@@ -193,9 +207,8 @@ async fn healthcheck_passes_against_the_running_service_and_fails_without_one() 
     let running = start(&[]).await;
     let port = running.addr.rsplit(':').next().unwrap().to_owned();
 
-    let healthy = Command::new(BINARY)
+    let healthy = binary()
         .arg("healthcheck")
-        .env_clear()
         .env("PORT", &port)
         .status()
         .await
@@ -207,9 +220,8 @@ async fn healthcheck_passes_against_the_running_service_and_fails_without_one() 
         .unwrap()
         .port()
         .to_string();
-    let unhealthy = Command::new(BINARY)
+    let unhealthy = binary()
         .arg("healthcheck")
-        .env_clear()
         .env("PORT", &free)
         .output()
         .await
@@ -224,7 +236,7 @@ async fn healthcheck_passes_against_the_running_service_and_fails_without_one() 
 async fn check_passes_against_the_running_service() {
     let running = start(&[]).await;
 
-    let output = Command::new(BINARY)
+    let output = binary()
         .args(["check", &format!("http://{}", running.addr)])
         .output()
         .await
@@ -244,7 +256,7 @@ async fn check_fails_and_names_what_failed_when_nothing_answers() {
         .unwrap()
         .port();
 
-    let output = Command::new(BINARY)
+    let output = binary()
         .args(["check", &format!("http://127.0.0.1:{free}")])
         .output()
         .await
@@ -258,12 +270,8 @@ async fn check_fails_and_names_what_failed_when_nothing_answers() {
 
 #[tokio::test]
 async fn help_and_version_are_printed() {
-    let help = Command::new(BINARY).arg("--help").output().await.unwrap();
-    let version = Command::new(BINARY)
-        .arg("--version")
-        .output()
-        .await
-        .unwrap();
+    let help = binary().arg("--help").output().await.unwrap();
+    let version = binary().arg("--version").output().await.unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("aimcs-backend check URL"));
     assert_eq!(
         String::from_utf8_lossy(&version.stdout).trim(),

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aimcs_backend::app::App;
+use aimcs_backend::app::{App, Overrides};
 use aimcs_backend::settings::Settings;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
@@ -41,22 +41,35 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// An HTTP client for it.
     pub http: reqwest::Client,
+    /// Its recordings directory (a fresh temporary one), removed with the app.
+    pub recordings: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     running: Option<JoinHandle<aimcs_backend::ShutdownReport>>,
 }
 
-/// Starts the service on `127.0.0.1`, a free port, default settings.
+/// Starts the service on `127.0.0.1`, a free port, default settings (recordings in a
+/// temporary directory).
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 /// Starts the service with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_overrides(configure, Overrides::default()).await
+}
+
+/// Starts the service with settings changed by `configure` and adapters replaced.
+pub async fn spawn_app_with_overrides(
+    configure: impl FnOnce(&mut Settings),
+    overrides: Overrides,
+) -> TestApp {
+    let recordings = tempfile::tempdir().expect("a temporary recordings directory");
     let mut settings = Settings::default();
     settings.server.host = [127, 0, 0, 1].into();
     settings.server.port = 0;
+    settings.audio.file.dir = recordings.path().to_owned();
     configure(&mut settings);
-    let app = App::build(&settings)
+    let app = App::build_with(&settings, overrides)
         .await
         .expect("the service builds on a free port");
     let addr = app.local_addr();
@@ -71,6 +84,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         addr,
         http,
+        recordings,
         stop: Some(stop),
         running: Some(running),
     }

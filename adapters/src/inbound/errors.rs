@@ -8,6 +8,10 @@ use http::StatusCode;
 
 use crate::inbound::http::ChatBodyError;
 
+/// Close code of a connection whose session was resumed on another connection (a private-use
+/// code, in the 4000 range that RFC 6455 leaves to applications).
+pub const SUPERSEDED_CLOSE: u16 = 4103;
+
 /// A stable, snake_case error code, the same on HTTP and WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -17,6 +21,32 @@ pub enum ErrorCode {
     InvalidAudio,
     /// The audio sink did not accept a chunk; it was not acknowledged and may be resent.
     AudioNotStored,
+    /// The audio sink could not open, commit or finish a recording.
+    RecordingUnavailable,
+    /// A `seq` that is not a whole number from 0 up.
+    InvalidSeq,
+    /// A `session_start` with an encoding the service does not take.
+    UnsupportedEncoding,
+    /// A `session_start` whose format is missing, malformed or contradictory.
+    InvalidFormat,
+    /// A `session_resume` without a usable session id or token.
+    InvalidResume,
+    /// A session is already active on the connection.
+    SessionAlreadyActive,
+    /// A session message with no session active.
+    NoActiveSession,
+    /// A resume of a session the service does not know (or that has finished).
+    SessionNotFound,
+    /// A resume with a token that is not the session's.
+    InvalidResumeToken,
+    /// A resume after the grace period.
+    SessionExpired,
+    /// A resume of a session another connection would not let go of.
+    SessionInUse,
+    /// The connection's session was resumed on another connection.
+    Superseded,
+    /// A message that has no meaning here (`audio_clear` on a recording).
+    NotSupported,
     /// A WebSocket message above the configured maximum size.
     MessageTooBig,
     /// A WebSocket text frame that is not valid UTF-8.
@@ -54,6 +84,19 @@ impl ErrorCode {
             Self::MalformedMessage => "malformed_message",
             Self::InvalidAudio => "invalid_audio",
             Self::AudioNotStored => "audio_not_stored",
+            Self::RecordingUnavailable => "recording_unavailable",
+            Self::InvalidSeq => "invalid_seq",
+            Self::UnsupportedEncoding => "unsupported_encoding",
+            Self::InvalidFormat => "invalid_format",
+            Self::InvalidResume => "invalid_resume",
+            Self::SessionAlreadyActive => "session_already_active",
+            Self::NoActiveSession => "no_active_session",
+            Self::SessionNotFound => "session_not_found",
+            Self::InvalidResumeToken => "invalid_resume_token",
+            Self::SessionExpired => "session_expired",
+            Self::SessionInUse => "session_in_use",
+            Self::Superseded => "superseded",
+            Self::NotSupported => "not_supported",
             Self::MessageTooBig => "message_too_big",
             Self::InvalidUtf8 => "invalid_utf8",
             Self::ProtocolViolation => "protocol_violation",
@@ -81,13 +124,26 @@ impl ErrorCode {
             | Self::InvalidBody
             | Self::InvalidUtf8
             | Self::ProtocolViolation
+            | Self::InvalidSeq
+            | Self::UnsupportedEncoding
+            | Self::InvalidFormat
+            | Self::InvalidResume
+            | Self::NotSupported
             | Self::BadHandshake => StatusCode::BAD_REQUEST,
+            Self::SessionAlreadyActive
+            | Self::NoActiveSession
+            | Self::SessionInUse
+            | Self::Superseded => StatusCode::CONFLICT,
+            Self::SessionNotFound | Self::SessionExpired => StatusCode::NOT_FOUND,
+            Self::InvalidResumeToken => StatusCode::FORBIDDEN,
             Self::MessageTooBig | Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            Self::AudioNotStored | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AudioNotStored | Self::RecordingUnavailable | Self::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +156,7 @@ impl ErrorCode {
             Self::InvalidUtf8 => Some(1007),
             Self::ProtocolViolation => Some(1002),
             Self::Internal => Some(1011),
+            Self::Superseded => Some(SUPERSEDED_CLOSE),
             _ => None,
         }
     }
@@ -110,6 +167,16 @@ pub fn rejection_code(rejection: &Rejection) -> ErrorCode {
     match rejection {
         Rejection::MalformedMessage(_) => ErrorCode::MalformedMessage,
         Rejection::InvalidAudio(_) => ErrorCode::InvalidAudio,
+        Rejection::InvalidSeq(_) => ErrorCode::InvalidSeq,
+        Rejection::UnsupportedEncoding(_) => ErrorCode::UnsupportedEncoding,
+        Rejection::InvalidFormat(_) => ErrorCode::InvalidFormat,
+        Rejection::InvalidResume(_) => ErrorCode::InvalidResume,
+        Rejection::SessionAlreadyActive => ErrorCode::SessionAlreadyActive,
+        Rejection::NoActiveSession => ErrorCode::NoActiveSession,
+        Rejection::SessionNotFound(_) => ErrorCode::SessionNotFound,
+        Rejection::WrongResumeToken(_) => ErrorCode::InvalidResumeToken,
+        Rejection::SessionExpired(_) => ErrorCode::SessionExpired,
+        Rejection::NotSupported(_) => ErrorCode::NotSupported,
     }
 }
 
@@ -117,6 +184,8 @@ pub fn rejection_code(rejection: &Rejection) -> ErrorCode {
 pub fn handle_error_code(error: &HandleClientMessageError) -> ErrorCode {
     match error {
         HandleClientMessageError::Sink { .. } => ErrorCode::AudioNotStored,
+        HandleClientMessageError::Recording { .. } => ErrorCode::RecordingUnavailable,
+        HandleClientMessageError::SessionHeld { .. } => ErrorCode::SessionInUse,
     }
 }
 
@@ -157,10 +226,23 @@ mod tests {
 
     use super::*;
 
-    const ALL: [ErrorCode; 17] = [
+    const ALL: [ErrorCode; 30] = [
         ErrorCode::MalformedMessage,
         ErrorCode::InvalidAudio,
         ErrorCode::AudioNotStored,
+        ErrorCode::RecordingUnavailable,
+        ErrorCode::InvalidSeq,
+        ErrorCode::UnsupportedEncoding,
+        ErrorCode::InvalidFormat,
+        ErrorCode::InvalidResume,
+        ErrorCode::SessionAlreadyActive,
+        ErrorCode::NoActiveSession,
+        ErrorCode::SessionNotFound,
+        ErrorCode::InvalidResumeToken,
+        ErrorCode::SessionExpired,
+        ErrorCode::SessionInUse,
+        ErrorCode::Superseded,
+        ErrorCode::NotSupported,
         ErrorCode::MessageTooBig,
         ErrorCode::InvalidUtf8,
         ErrorCode::ProtocolViolation,
@@ -196,7 +278,10 @@ mod tests {
             let status = code.status();
             let server_side = matches!(
                 code,
-                ErrorCode::AudioNotStored | ErrorCode::Unavailable | ErrorCode::Internal
+                ErrorCode::AudioNotStored
+                    | ErrorCode::RecordingUnavailable
+                    | ErrorCode::Unavailable
+                    | ErrorCode::Internal
             );
             assert_eq!(
                 status.is_server_error(),
@@ -215,6 +300,7 @@ mod tests {
         assert_eq!(
             closing,
             [
+                (ErrorCode::Superseded, 4103),
                 (ErrorCode::MessageTooBig, 1009),
                 (ErrorCode::InvalidUtf8, 1007),
                 (ErrorCode::ProtocolViolation, 1002),

@@ -93,9 +93,14 @@ impl Server {
             settings: settings.ws,
             shutdown: stopping.clone(),
             tracker: tracker.clone(),
+            hub: Arc::default(),
         };
-        let routes =
-            TowerToHyperService::new(warp::service(http::routes(service, settings.http, ws)));
+        let expiry = tokio::spawn(expire_sessions(Arc::clone(&service), stopping.clone()));
+        let routes = TowerToHyperService::new(warp::service(http::routes(
+            Arc::clone(&service),
+            settings.http,
+            ws,
+        )));
         let cors = Arc::new(settings.cors.clone());
 
         let mut shutdown = std::pin::pin!(shutdown);
@@ -133,6 +138,13 @@ impl Server {
         let drained = tokio::time::timeout(settings.shutdown_grace, tracker.wait())
             .await
             .is_ok();
+        // Connections have parked their sessions; nobody can resume them once this process is
+        // gone, so their recordings are finished now rather than left open.
+        let _ = expiry.await;
+        let finished = service.finish_parked_sessions().await;
+        if finished > 0 {
+            tracing::info!(sessions = finished, "finished parked sessions");
+        }
         let report = ShutdownReport {
             drained,
             abandoned: tracker.len(),
@@ -221,6 +233,23 @@ async fn serve_connection<R>(
     if let Err(error) = result {
         // Timeouts and resets are the client's doing; they are worth a debug line, no more.
         tracing::debug!(%peer, error = %error, "http connection ended with an error");
+    }
+}
+
+/// Finishes parked sessions whose resume grace period has passed, until shutdown.
+async fn expire_sessions(service: Arc<IngestService>, stopping: CancellationToken) {
+    // A quarter of the grace period (at most a second) keeps expiry within 25% of it.
+    let period = (service.config().resume_grace / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = tick.tick() => {
+                service.expire_sessions().await;
+            }
+        }
     }
 }
 

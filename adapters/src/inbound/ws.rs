@@ -6,6 +6,7 @@
 
 mod connection;
 mod frame;
+mod hub;
 mod reply;
 mod upgrade;
 
@@ -50,4 +51,6 @@ pub(crate) struct WsContext {
     pub(crate) shutdown: CancellationToken,
     /// Tracks connection tasks, so that shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
+    /// Connections holding sessions, for resumes to supersede them.
+    pub(crate) hub: Arc<hub::ConnectionHub>,
 }

@@ -1,22 +1,33 @@
-//! Use-case tests: every port is a mockall mock, no socket is opened, time is pinned.
+//! Use-case tests: every port is a mockall mock, no socket is opened, time is pinned (and
+//! moved by hand where a rule depends on it).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aimcs_domain::ports::{MockAudioSink, MockClock, MockConnectionStore, SinkError, StoreError};
 use aimcs_domain::{
-    AudioChunk, AudioMessage, AudioPayload, ChatRequest, ClientMessage, ClientValue, ConnectionId,
-    Rejection, ServerMessage, Stamped, Timestamp,
+    AudioChunk, AudioFormat, AudioMessage, AudioPayload, AudioTotals, ChatRequest, ClientMessage,
+    ClientValue, ConnectionId, Encoding, FormatRequest, RecordingEnd, Rejection, SampleEncoding,
+    SeqGap, ServerMessage, SessionEnding, SessionInfo, Stamped, Timestamp,
 };
 use mockall::predicate::{always, eq};
 
 use super::*;
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_750_998_011_123);
+const GRACE: Duration = Duration::from_secs(30);
+const CONFIG: ServiceConfig = ServiceConfig {
+    version: "1.0.0",
+    resume_grace: GRACE,
+};
 
-fn clock_at(now: Timestamp) -> MockClock {
+/// A clock that reads `now` (milliseconds), which a test can move forward.
+fn clock(now: Arc<AtomicI64>) -> MockClock {
     let mut clock = MockClock::new();
-    clock.expect_now().return_const(now);
+    clock
+        .expect_now()
+        .returning(move || Timestamp::from_unix_millis(now.load(Ordering::SeqCst)));
     clock
         .expect_monotonic()
         .return_const(Duration::from_secs(100));
@@ -26,27 +37,66 @@ fn clock_at(now: Timestamp) -> MockClock {
 fn service(store: MockConnectionStore, sink: MockAudioSink) -> IngestService {
     IngestService::new(
         Arc::new(store),
-        Arc::new(clock_at(T0)),
+        Arc::new(clock(Arc::new(AtomicI64::new(T0.unix_millis())))),
         Arc::new(sink),
-        "1.0.0",
+        CONFIG,
     )
+}
+
+/// A service and a handle on its clock.
+fn service_with_clock(
+    store: MockConnectionStore,
+    sink: MockAudioSink,
+) -> (IngestService, Arc<AtomicI64>) {
+    let now = Arc::new(AtomicI64::new(T0.unix_millis()));
+    let service = IngestService::new(
+        Arc::new(store),
+        Arc::new(clock(Arc::clone(&now))),
+        Arc::new(sink),
+        CONFIG,
+    );
+    (service, now)
 }
 
 fn accepting_store() -> MockConnectionStore {
     let mut store = MockConnectionStore::new();
     store.expect_register().returning(|_| Ok(()));
+    store.expect_remove().returning(|_| Ok(()));
     store
 }
 
-fn unavailable() -> Box<dyn std::error::Error + Send + Sync> {
-    "connection refused".into()
+/// A sink that accepts everything.
+fn accepting_sink() -> MockAudioSink {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Ok(()));
+    sink.expect_commit().returning(|_| Ok(()));
+    sink.expect_close().returning(|_| Ok(()));
+    sink
 }
 
-fn audio(bytes: &'static [u8]) -> ClientMessage {
+fn unavailable() -> SinkError {
+    SinkError::Unavailable("disk full".into())
+}
+
+fn audio(bytes: &'static [u8], seq: Option<u64>) -> ClientMessage {
     ClientMessage::Audio(AudioMessage {
         encoded_size: bytes.len().div_ceil(3) * 4,
         payload: AudioPayload::Chunk(AudioChunk::new(bytes).unwrap()),
+        seq,
     })
+}
+
+fn pcm_start() -> ClientMessage {
+    ClientMessage::SessionStart {
+        format: FormatRequest {
+            encoding: Encoding::Samples(SampleEncoding::PcmS16le),
+            container: None,
+            sample_rate: Some(16_000),
+            channels: Some(1),
+        },
+        metadata: Some(ClientValue::from_wire(r#"{"callId":"c-1"}"#)),
+    }
 }
 
 async fn opened(service: &IngestService) -> Connection {
@@ -57,15 +107,36 @@ async fn opened(service: &IngestService) -> Connection {
         .0
 }
 
-/// A connection whose implicit audio session has received one chunk.
-async fn opened_with_audio(service: &IngestService) -> Connection {
-    let mut connection = opened(service).await;
+async fn ask(
+    service: &IngestService,
+    connection: &mut Connection,
+    message: ClientMessage,
+) -> ServerMessage {
     service
-        .handle_client_message(&mut connection, audio(b"abc"))
+        .handle_client_message(connection, message)
         .await
-        .unwrap();
-    connection
+        .unwrap()
+        .value
 }
+
+/// A connection with a declared session, and what `session_started` said.
+async fn started(service: &IngestService) -> (Connection, SessionInfo) {
+    let mut connection = opened(service).await;
+    match ask(service, &mut connection, pcm_start()).await {
+        ServerMessage::SessionStarted(info) => (connection, info),
+        other => panic!("expected session_started, got {other:?}"),
+    }
+}
+
+fn resume(info: &SessionInfo, token: &str) -> ClientMessage {
+    ClientMessage::SessionResume {
+        session: info.session,
+        token: token.into(),
+        last_acked_seq: info.last_seq,
+    }
+}
+
+// === connections and the original protocol ===
 
 #[tokio::test]
 async fn opening_a_connection_registers_it_and_greets_it_with_its_id() {
@@ -100,25 +171,11 @@ async fn opening_a_connection_registers_it_and_greets_it_with_its_id() {
 }
 
 #[tokio::test]
-async fn every_connection_gets_a_distinct_id() {
-    let mut store = MockConnectionStore::new();
-    store.expect_register().times(50).returning(|_| Ok(()));
-    let service = service(store, MockAudioSink::new());
-
-    let mut ids = std::collections::HashSet::new();
-    for _ in 0..50 {
-        ids.insert(opened(&service).await.id());
-    }
-
-    assert_eq!(ids.len(), 50);
-}
-
-#[tokio::test]
 async fn a_connection_the_store_cannot_register_is_refused() {
     let mut store = MockConnectionStore::new();
     store
         .expect_register()
-        .returning(|_| Err(StoreError::Unavailable(unavailable())));
+        .returning(|_| Err(StoreError::Unavailable("down".into())));
     let service = service(store, MockAudioSink::new());
 
     let result = service.open_connection(NewConnection::default()).await;
@@ -131,175 +188,110 @@ async fn a_connection_the_store_cannot_register_is_refused() {
                 ..
             })
         ),
-        "expected a store error, got {result:?}"
+        "{result:?}"
     );
 }
 
 #[tokio::test]
-async fn a_test_message_is_answered_with_its_original_message() {
+async fn test_ping_and_unknown_messages_are_answered_without_touching_the_sink() {
     let service = service(accepting_store(), MockAudioSink::new());
     let mut connection = opened(&service).await;
-    let original = Some(ClientValue::from_wire("\"Hello from frontend!\""));
+    let original = Some(ClientValue::from_wire("\"hi\""));
 
-    let reply = service
-        .handle_client_message(
+    assert_eq!(
+        ask(
+            &service,
             &mut connection,
             ClientMessage::Test {
-                message: original.clone(),
-            },
-        )
-        .await
-        .unwrap();
-
-    assert_eq!(
-        reply,
-        Stamped {
-            at: T0,
-            value: ServerMessage::TestResponse {
-                original_message: original
+                message: original.clone()
             }
+        )
+        .await,
+        ServerMessage::TestResponse {
+            original_message: original
         }
     );
-}
-
-#[tokio::test]
-async fn a_ping_is_answered_with_a_pong() {
-    let service = service(accepting_store(), MockAudioSink::new());
-    let mut connection = opened(&service).await;
-
-    let reply = service
-        .handle_client_message(&mut connection, ClientMessage::Ping)
-        .await
-        .unwrap();
-
     assert_eq!(
-        reply,
-        Stamped {
-            at: T0,
-            value: ServerMessage::Pong
+        ask(&service, &mut connection, ClientMessage::Ping).await,
+        ServerMessage::Pong
+    );
+    assert_eq!(
+        ask(
+            &service,
+            &mut connection,
+            ClientMessage::Unknown {
+                original_type: None
+            }
+        )
+        .await,
+        ServerMessage::Echo {
+            original_type: None
         }
     );
-}
-
-#[tokio::test]
-async fn an_unknown_type_is_echoed() {
-    let service = service(accepting_store(), MockAudioSink::new());
-    let mut connection = opened(&service).await;
-    let original_type = Some(ClientValue::from_wire("\"chat\""));
-    let message = ClientMessage::Unknown {
-        original_type: original_type.clone(),
-    };
-
-    let reply = service
-        .handle_client_message(&mut connection, message)
-        .await
-        .unwrap();
-
-    assert_eq!(reply.value, ServerMessage::Echo { original_type });
-}
-
-#[tokio::test]
-async fn an_undecodable_frame_is_rejected_and_nothing_reaches_the_sink() {
-    let mut sink = MockAudioSink::new();
-    sink.expect_write().never();
-    let service = service(accepting_store(), sink);
-    let mut connection = opened(&service).await;
-    let message = ClientMessage::Undecodable {
-        reason: "not JSON".into(),
-    };
-
-    let reply = service
-        .handle_client_message(&mut connection, message)
-        .await
-        .unwrap();
-
     assert_eq!(
-        reply.value,
+        ask(
+            &service,
+            &mut connection,
+            ClientMessage::Undecodable {
+                reason: "not JSON".into()
+            }
+        )
+        .await,
         ServerMessage::Rejected(Rejection::MalformedMessage("not JSON".into()))
     );
 }
 
 #[tokio::test]
-async fn audio_goes_to_the_sink_before_it_is_acknowledged() {
+async fn the_first_audio_of_an_original_client_opens_its_recording_then_stores_the_chunk() {
     // Arrange
     let mut sink = MockAudioSink::new();
-    sink.expect_write()
-        .with(always(), eq(AudioChunk::new(&b"\x01\x02\x03"[..]).unwrap()))
+    let mut order = mockall::Sequence::new();
+    sink.expect_open()
+        .withf(|start| start.format == AudioFormat::Undeclared && start.metadata.is_none())
         .times(1)
-        .returning(|_, _| Ok(()));
+        .in_sequence(&mut order)
+        .returning(|_| Ok(()));
+    sink.expect_write()
+        .with(
+            always(),
+            eq(1),
+            eq(AudioChunk::new(&b"\x01\x02\x03"[..]).unwrap()),
+        )
+        .times(1)
+        .in_sequence(&mut order)
+        .returning(|_, _, _| Ok(()));
     let service = service(accepting_store(), sink);
     let mut connection = opened(&service).await;
 
     // Act
-    let reply = service
-        .handle_client_message(&mut connection, audio(b"\x01\x02\x03"))
-        .await
-        .unwrap();
+    let reply = ask(&service, &mut connection, audio(b"\x01\x02\x03", None)).await;
 
     // Assert
     assert_eq!(
-        reply.value,
+        reply,
         ServerMessage::AudioReceived {
             encoded_size: 4,
-            decoded_size: 3
+            decoded_size: 3,
+            progress: None
         }
-    );
-    assert_eq!(
-        (
-            connection.stats().audio_chunks,
-            connection.stats().audio_bytes
-        ),
-        (1, 3)
-    );
-}
-
-#[tokio::test]
-async fn audio_of_one_connection_is_written_under_one_session() {
-    let mut sink = MockAudioSink::new();
-    let sessions = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&sessions);
-    sink.expect_write().times(3).returning(move |session, _| {
-        seen.lock().unwrap().push(session);
-        Ok(())
-    });
-    let service = service(accepting_store(), sink);
-    let mut connection = opened(&service).await;
-
-    for _ in 0..3 {
-        service
-            .handle_client_message(&mut connection, audio(b"ab"))
-            .await
-            .unwrap();
-    }
-
-    let sessions = sessions.lock().unwrap();
-    assert!(
-        sessions.iter().all(|s| Some(*s) == connection.session()),
-        "{sessions:?}"
     );
 }
 
 #[tokio::test]
 async fn audio_the_sink_refuses_is_not_acknowledged() {
     let mut sink = MockAudioSink::new();
-    sink.expect_write()
-        .returning(|_, _| Err(SinkError::Unavailable(unavailable())));
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Err(unavailable()));
     let service = service(accepting_store(), sink);
     let mut connection = opened(&service).await;
 
     let result = service
-        .handle_client_message(&mut connection, audio(b"abc"))
+        .handle_client_message(&mut connection, audio(b"abc", None))
         .await;
 
     assert!(
-        matches!(
-            result,
-            Err(HandleClientMessageError::Sink {
-                source: SinkError::Unavailable(_),
-                ..
-            })
-        ),
-        "expected a sink error, got {result:?}"
+        matches!(result, Err(HandleClientMessageError::Sink { seq: 1, .. })),
+        "{result:?}"
     );
     assert_eq!(
         connection.stats().audio_chunks,
@@ -309,121 +301,134 @@ async fn audio_the_sink_refuses_is_not_acknowledged() {
 }
 
 #[tokio::test]
-async fn audio_without_data_is_acknowledged_without_touching_the_sink() {
+async fn a_recording_the_sink_cannot_open_is_reported_and_nothing_is_written() {
     let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Err(unavailable()));
     sink.expect_write().never();
     let service = service(accepting_store(), sink);
     let mut connection = opened(&service).await;
-    let empty = ClientMessage::Audio(AudioMessage {
-        encoded_size: 0,
-        payload: AudioPayload::Empty,
-    });
 
-    let reply = service
-        .handle_client_message(&mut connection, empty)
-        .await
-        .unwrap();
+    let result = service
+        .handle_client_message(&mut connection, audio(b"abc", None))
+        .await;
 
-    assert_eq!(
-        reply.value,
-        ServerMessage::AudioReceived {
-            encoded_size: 0,
-            decoded_size: 0
-        }
+    assert!(
+        matches!(
+            result,
+            Err(HandleClientMessageError::Recording {
+                action: "opened",
+                ..
+            })
+        ),
+        "{result:?}"
     );
 }
 
 #[tokio::test]
-async fn invalid_audio_is_rejected_without_touching_the_sink() {
+async fn invalid_and_empty_audio_never_reach_the_sink() {
     let mut sink = MockAudioSink::new();
+    sink.expect_open().never();
     sink.expect_write().never();
     let service = service(accepting_store(), sink);
     let mut connection = opened(&service).await;
     let invalid = ClientMessage::Audio(AudioMessage {
         encoded_size: 4,
-        payload: AudioPayload::Invalid("invalid base64".into()),
+        payload: AudioPayload::Invalid("bad".into()),
+        seq: None,
+    });
+    let empty = ClientMessage::Audio(AudioMessage {
+        encoded_size: 0,
+        payload: AudioPayload::Empty,
+        seq: None,
     });
 
-    let reply = service
-        .handle_client_message(&mut connection, invalid)
-        .await
-        .unwrap();
-
     assert_eq!(
-        reply.value,
-        ServerMessage::Rejected(Rejection::InvalidAudio("invalid base64".into()))
+        ask(&service, &mut connection, invalid).await,
+        ServerMessage::Rejected(Rejection::InvalidAudio("bad".into()))
+    );
+    assert_eq!(
+        ask(&service, &mut connection, empty).await,
+        ServerMessage::AudioReceived {
+            encoded_size: 0,
+            decoded_size: 0,
+            progress: None
+        }
     );
 }
 
 #[tokio::test]
-async fn closing_a_connection_flushes_its_audio_session_and_forgets_it() {
+async fn closing_an_original_connection_finishes_its_recording_and_forgets_it() {
     // Arrange
-    let mut store = accepting_store();
+    let mut store = MockConnectionStore::new();
+    store.expect_register().returning(|_| Ok(()));
     let removed = Arc::new(Mutex::new(None::<ConnectionId>));
     let seen = Arc::clone(&removed);
     store.expect_remove().times(1).returning(move |id| {
         *seen.lock().unwrap() = Some(id);
         Ok(())
     });
-    let mut sink = MockAudioSink::new();
-    sink.expect_write().returning(|_, _| Ok(()));
-    let service_sink_close = Arc::new(Mutex::new(None));
-    let closed = Arc::clone(&service_sink_close);
-    sink.expect_close().times(1).returning(move |session| {
-        *closed.lock().unwrap() = Some(session);
-        Ok(())
-    });
+    let mut sink = accepting_sink();
+    sink.checkpoint();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Ok(()));
+    sink.expect_close()
+        .withf(|end: &RecordingEnd| {
+            end.ending == SessionEnding::ConnectionClosed
+                && end.totals
+                    == AudioTotals {
+                        bytes: 3,
+                        chunks: 1,
+                    }
+        })
+        .times(1)
+        .returning(|_| Ok(()));
     let service = service(store, sink);
-    let connection = opened_with_audio(&service).await;
-    let (id, session) = (connection.id(), connection.session());
+    let mut connection = opened(&service).await;
+    ask(&service, &mut connection, audio(b"abc", None)).await;
+    let id = connection.id();
 
     // Act
     service.close_connection(connection).await.unwrap();
 
     // Assert
-    assert_eq!(
-        (
-            *removed.lock().unwrap(),
-            *service_sink_close.lock().unwrap()
-        ),
-        (Some(id), session)
-    );
+    assert_eq!(*removed.lock().unwrap(), Some(id));
 }
 
 #[tokio::test]
 async fn closing_a_connection_without_audio_does_not_touch_the_sink() {
-    let mut store = accepting_store();
-    store.expect_remove().times(1).returning(|_| Ok(()));
     let mut sink = MockAudioSink::new();
     sink.expect_close().never();
-    let service = service(store, sink);
+    let service = service(accepting_store(), sink);
     let connection = opened(&service).await;
 
     service.close_connection(connection).await.unwrap();
 }
 
 #[tokio::test]
-async fn a_sink_that_cannot_flush_still_lets_the_connection_be_forgotten() {
-    let mut store = accepting_store();
+async fn a_recording_that_cannot_be_finished_still_lets_the_connection_be_forgotten() {
+    let mut store = MockConnectionStore::new();
+    store.expect_register().returning(|_| Ok(()));
     store.expect_remove().times(1).returning(|_| Ok(()));
     let mut sink = MockAudioSink::new();
-    sink.expect_write().returning(|_, _| Ok(()));
-    sink.expect_close()
-        .returning(|_| Err(SinkError::Unavailable(unavailable())));
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Ok(()));
+    sink.expect_close().returning(|_| Err(unavailable()));
     let service = service(store, sink);
-    let connection = opened_with_audio(&service).await;
+    let mut connection = opened(&service).await;
+    ask(&service, &mut connection, audio(b"abc", None)).await;
 
     let result = service.close_connection(connection).await;
 
     assert!(
         matches!(result, Err(CloseConnectionError::Sink { .. })),
-        "got {result:?}"
+        "{result:?}"
     );
 }
 
 #[tokio::test]
 async fn a_store_that_cannot_forget_a_connection_is_reported() {
-    let mut store = accepting_store();
+    let mut store = MockConnectionStore::new();
+    store.expect_register().returning(|_| Ok(()));
     store
         .expect_remove()
         .returning(|id| Err(StoreError::UnknownConnection(id)));
@@ -439,32 +444,394 @@ async fn a_store_that_cannot_forget_a_connection_is_reported() {
                 _
             )))
         ),
-        "got {result:?}"
+        "{result:?}"
+    );
+}
+
+// === declared sessions ===
+
+#[tokio::test]
+async fn session_start_opens_the_recording_with_the_declared_format_and_metadata() {
+    // Arrange
+    let mut sink = MockAudioSink::new();
+    sink.expect_open()
+        .withf(|start| {
+            start.format
+                == AudioFormat::Samples {
+                    encoding: SampleEncoding::PcmS16le,
+                    sample_rate: 16_000,
+                    channels: 1,
+                }
+                && start.metadata.as_ref().map(ClientValue::as_wire) == Some(r#"{"callId":"c-1"}"#)
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+    let service = service(accepting_store(), sink);
+
+    // Act
+    let (connection, info) = started(&service).await;
+
+    // Assert
+    assert_eq!(info.resume_grace, GRACE);
+    assert_eq!(info.resume_token.len(), 32);
+    assert_eq!((info.last_seq, info.totals), (None, AudioTotals::default()));
+    assert!(connection.binary_frames_are_audio());
+}
+
+#[tokio::test]
+async fn a_session_the_sink_cannot_open_is_not_started() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Err(unavailable()));
+    let service = service(accepting_store(), sink);
+    let mut connection = opened(&service).await;
+
+    let result = service
+        .handle_client_message(&mut connection, pcm_start())
+        .await;
+
+    assert!(
+        matches!(
+            result,
+            Err(HandleClientMessageError::Recording {
+                action: "opened",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(connection.session().is_none());
+}
+
+#[tokio::test]
+async fn sequence_gaps_are_reported_and_duplicates_are_not_written_twice() {
+    // Arrange: the sink must see 1, 2 and 5, each once.
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&written);
+    sink.expect_write().returning(move |_, seq, _| {
+        log.lock().unwrap().push(seq);
+        Ok(())
+    });
+    let service = service(accepting_store(), sink);
+    let (mut connection, _) = started(&service).await;
+
+    // Act
+    ask(&service, &mut connection, audio(b"aa", Some(1))).await;
+    ask(&service, &mut connection, audio(b"bb", Some(2))).await;
+    let duplicate = ask(&service, &mut connection, audio(b"bb", Some(2))).await;
+    let gap = ask(&service, &mut connection, audio(b"cc", Some(5))).await;
+
+    // Assert
+    assert_eq!(*written.lock().unwrap(), [1, 2, 5]);
+    let ServerMessage::AudioReceived {
+        progress: Some(duplicate),
+        ..
+    } = duplicate
+    else {
+        panic!("{duplicate:?}")
+    };
+    assert!(duplicate.duplicate && duplicate.totals.chunks == 2);
+    let ServerMessage::AudioReceived {
+        progress: Some(gap),
+        ..
+    } = gap
+    else {
+        panic!("{gap:?}")
+    };
+    assert_eq!(
+        (gap.gap, gap.totals),
+        (
+            Some(SeqGap { from: 3, to: 4 }),
+            AudioTotals {
+                bytes: 6,
+                chunks: 3
+            }
+        )
     );
 }
 
 #[tokio::test]
-async fn when_both_close_steps_fail_the_sink_failure_is_reported() {
-    let mut store = accepting_store();
-    store
-        .expect_remove()
-        .times(1)
-        .returning(|_| Err(StoreError::Unavailable(unavailable())));
-    let mut sink = MockAudioSink::new();
-    sink.expect_write().returning(|_, _| Ok(()));
-    sink.expect_close()
-        .times(1)
-        .returning(|_| Err(SinkError::Unavailable(unavailable())));
-    let service = service(store, sink);
-    let connection = opened_with_audio(&service).await;
+async fn a_commit_makes_the_recording_durable_before_answering() {
+    let mut sink = accepting_sink();
+    sink.checkpoint();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Ok(()));
+    sink.expect_commit().times(1).returning(|_| Ok(()));
+    let service = service(accepting_store(), sink);
+    let (mut connection, _) = started(&service).await;
+    ask(&service, &mut connection, audio(b"abcd", Some(4))).await;
 
-    let result = service.close_connection(connection).await;
+    let reply = ask(&service, &mut connection, ClientMessage::AudioCommit).await;
 
-    assert!(
-        matches!(result, Err(CloseConnectionError::Sink { .. })),
-        "got {result:?}"
+    assert_eq!(
+        reply,
+        ServerMessage::AudioCommitted {
+            last_seq: Some(4),
+            totals: AudioTotals {
+                bytes: 4,
+                chunks: 1
+            }
+        }
     );
 }
+
+#[tokio::test]
+async fn a_commit_the_sink_cannot_make_is_reported() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_commit().returning(|_| Err(unavailable()));
+    let service = service(accepting_store(), sink);
+    let (mut connection, _) = started(&service).await;
+
+    let result = service
+        .handle_client_message(&mut connection, ClientMessage::AudioCommit)
+        .await;
+
+    assert!(
+        matches!(
+            result,
+            Err(HandleClientMessageError::Recording {
+                action: "committed",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn session_end_finishes_the_recording_and_reports_the_totals() {
+    // Arrange
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Ok(()));
+    sink.expect_close()
+        .withf(|end| {
+            end.ending == SessionEnding::Ended
+                && end.totals
+                    == AudioTotals {
+                        bytes: 6_400,
+                        chunks: 2,
+                    }
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+    let service = service(accepting_store(), sink);
+    let (mut connection, info) = started(&service).await;
+    ask(&service, &mut connection, audio(&[0; 3_200], None)).await;
+    ask(&service, &mut connection, audio(&[0; 3_200], None)).await;
+
+    // Act
+    let reply = ask(&service, &mut connection, ClientMessage::SessionEnd).await;
+
+    // Assert
+    let ServerMessage::SessionEnded(summary) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        (summary.session, summary.recording),
+        (info.session, info.recording)
+    );
+    assert_eq!((summary.totals.chunks, summary.last_seq), (2, Some(2)));
+    assert_eq!(summary.duration, Some(Duration::from_millis(200)));
+}
+
+#[tokio::test]
+async fn ending_twice_and_audio_after_the_end_need_a_new_session() {
+    let service = service(accepting_store(), accepting_sink());
+    let (mut connection, _) = started(&service).await;
+    ask(&service, &mut connection, ClientMessage::SessionEnd).await;
+
+    assert_eq!(
+        ask(&service, &mut connection, ClientMessage::SessionEnd).await,
+        ServerMessage::Rejected(Rejection::NoActiveSession)
+    );
+    assert_eq!(
+        ask(&service, &mut connection, audio(b"abc", Some(9))).await,
+        ServerMessage::Rejected(Rejection::NoActiveSession)
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_session_is_parked_and_resumed_on_a_new_connection_where_it_left_off() {
+    // Arrange: the recording must not be finished when the first connection drops.
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().times(1).returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Ok(()));
+    sink.expect_close().never();
+    let service = service(accepting_store(), sink);
+    let (mut first, info) = started(&service).await;
+    ask(&service, &mut first, audio(b"aa", Some(1))).await;
+    ask(&service, &mut first, audio(b"bb", Some(2))).await;
+    service.close_connection(first).await.unwrap();
+
+    // Act
+    let mut second = opened(&service).await;
+    let reply = ask(&service, &mut second, resume(&info, &info.resume_token)).await;
+
+    // Assert
+    let ServerMessage::SessionResumed(resumed) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        (resumed.session, resumed.recording, resumed.last_seq),
+        (info.session, info.recording, Some(2))
+    );
+    assert_eq!(
+        resumed.totals,
+        AudioTotals {
+            bytes: 4,
+            chunks: 2
+        }
+    );
+    let ServerMessage::AudioReceived {
+        progress: Some(progress),
+        ..
+    } = ask(&service, &mut second, audio(b"bb", Some(2))).await
+    else {
+        panic!("an ack")
+    };
+    assert!(
+        progress.duplicate,
+        "a chunk resent after the resume is not written again"
+    );
+}
+
+#[tokio::test]
+async fn a_resume_with_the_wrong_token_is_refused_and_the_session_stays_parked() {
+    let mut store = MockConnectionStore::new();
+    store.expect_register().returning(|_| Ok(()));
+    store.expect_remove().returning(|_| Ok(()));
+    store.expect_count().returning(|| Ok(0));
+    let service = service(store, accepting_sink());
+    let (first, info) = started(&service).await;
+    service.close_connection(first).await.unwrap();
+    let mut second = opened(&service).await;
+
+    let reply = ask(
+        &service,
+        &mut second,
+        resume(&info, "0123456789abcdef0123456789abcdef"),
+    )
+    .await;
+
+    assert_eq!(
+        reply,
+        ServerMessage::Rejected(Rejection::WrongResumeToken(info.session))
+    );
+    assert_eq!(service.status().await.unwrap().parked_sessions, 1);
+}
+
+#[tokio::test]
+async fn a_resume_after_the_grace_period_finishes_the_recording_and_is_refused() {
+    // Arrange
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_close()
+        .withf(|end| end.ending == SessionEnding::Expired)
+        .times(1)
+        .returning(|_| Ok(()));
+    let (service, now) = service_with_clock(accepting_store(), sink);
+    let (first, info) = started(&service).await;
+    service.close_connection(first).await.unwrap();
+    now.fetch_add(GRACE.as_millis() as i64 + 1, Ordering::SeqCst);
+
+    // Act
+    let mut second = opened(&service).await;
+    let reply = ask(&service, &mut second, resume(&info, &info.resume_token)).await;
+
+    // Assert
+    assert_eq!(
+        reply,
+        ServerMessage::Rejected(Rejection::SessionExpired(info.session))
+    );
+    let again = ask(&service, &mut second, resume(&info, &info.resume_token)).await;
+    assert_eq!(
+        again,
+        ServerMessage::Rejected(Rejection::SessionNotFound(info.session))
+    );
+}
+
+#[tokio::test]
+async fn a_resume_of_a_session_another_connection_holds_asks_for_it_to_let_go() {
+    let service = service(accepting_store(), accepting_sink());
+    let (holder, info) = started(&service).await;
+    let mut second = opened(&service).await;
+
+    let result = service
+        .handle_client_message(&mut second, resume(&info, &info.resume_token))
+        .await;
+
+    assert!(
+        matches!(result, Err(HandleClientMessageError::SessionHeld { session, holder: h }) if session == info.session && h == holder.id()),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_resume_of_an_unknown_session_is_refused() {
+    let service = service(accepting_store(), MockAudioSink::new());
+    let mut connection = opened(&service).await;
+    let id = aimcs_domain::SessionId::random();
+
+    let reply = ask(
+        &service,
+        &mut connection,
+        ClientMessage::SessionResume {
+            session: id,
+            token: "x".into(),
+            last_acked_seq: None,
+        },
+    )
+    .await;
+
+    assert_eq!(
+        reply,
+        ServerMessage::Rejected(Rejection::SessionNotFound(id))
+    );
+}
+
+#[tokio::test]
+async fn parked_sessions_past_the_grace_period_are_finished_by_expiry() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_close()
+        .withf(|end| end.ending == SessionEnding::Expired)
+        .times(1)
+        .returning(|_| Ok(()));
+    let (service, now) = service_with_clock(accepting_store(), sink);
+    let (first, _) = started(&service).await;
+    service.close_connection(first).await.unwrap();
+
+    assert_eq!(
+        service.expire_sessions().await,
+        0,
+        "within the grace period nothing expires"
+    );
+    now.fetch_add(GRACE.as_millis() as i64 + 1, Ordering::SeqCst);
+    assert_eq!(service.expire_sessions().await, 1);
+    assert_eq!(service.expire_sessions().await, 0, "finished once");
+}
+
+#[tokio::test]
+async fn at_shutdown_parked_sessions_are_finished() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_close()
+        .withf(|end| end.ending == SessionEnding::Shutdown)
+        .times(2)
+        .returning(|_| Ok(()));
+    let service = service(accepting_store(), sink);
+    for _ in 0..2 {
+        let (connection, _) = started(&service).await;
+        service.close_connection(connection).await.unwrap();
+    }
+
+    assert_eq!(service.finish_parked_sessions().await, 2);
+}
+
+// === reports and chat ===
 
 #[tokio::test]
 async fn health_reports_uptime_connections_and_version() {
@@ -482,7 +849,7 @@ async fn health_reports_uptime_connections_and_version() {
         Arc::new(store),
         Arc::new(clock),
         Arc::new(MockAudioSink::new()),
-        "1.0.0",
+        CONFIG,
     );
 
     // Act
@@ -501,19 +868,15 @@ async fn health_reports_uptime_connections_and_version() {
 }
 
 #[tokio::test]
-async fn health_fails_when_connections_cannot_be_counted() {
+async fn reports_fail_when_connections_cannot_be_counted() {
     let mut store = MockConnectionStore::new();
     store
         .expect_count()
-        .returning(|| Err(StoreError::Unavailable(unavailable())));
+        .returning(|| Err(StoreError::Unavailable("down".into())));
     let service = service(store, MockAudioSink::new());
 
-    let result = service.health().await;
-
-    assert!(
-        matches!(result, Err(ReportError::Store(StoreError::Unavailable(_)))),
-        "got {result:?}"
-    );
+    assert!(matches!(service.health().await, Err(ReportError::Store(_))));
+    assert!(matches!(service.status().await, Err(ReportError::Store(_))));
 }
 
 #[tokio::test]
@@ -528,45 +891,23 @@ async fn status_reports_active_connections() {
         status,
         StatusReport {
             at: T0,
-            active_connections: 3
+            active_connections: 3,
+            parked_sessions: 0
         }
     );
 }
 
 #[tokio::test]
-async fn status_fails_when_connections_cannot_be_counted() {
-    let mut store = MockConnectionStore::new();
-    store
-        .expect_count()
-        .returning(|| Err(StoreError::Unavailable(unavailable())));
-    let service = service(store, MockAudioSink::new());
-
-    let result = service.status().await;
-
-    assert!(
-        matches!(result, Err(ReportError::Store(_))),
-        "got {result:?}"
-    );
-}
-
-#[tokio::test]
-async fn chat_echoes_the_message_with_its_context() {
+async fn chat_echoes_the_message_with_its_context_and_distinct_ids() {
     let service = service(MockConnectionStore::new(), MockAudioSink::new());
     let context = Some(ClientValue::from_wire(r#"{"test":true}"#));
-    let request = ChatRequest::new(Some("Hello!".into()), context.clone()).unwrap();
+    let ask = || ChatRequest::new(Some("Hello!".into()), context.clone()).unwrap();
 
-    let reply = service.chat(request);
+    let (first, second) = (service.chat(ask()), service.chat(ask()));
 
     assert_eq!(
-        (reply.at, reply.value.message.as_str(), reply.value.context),
+        (first.at, first.value.message.as_str(), first.value.context),
         (T0, "Echo: Hello!", context)
     );
-}
-
-#[tokio::test]
-async fn chat_replies_get_distinct_ids() {
-    let service = service(MockConnectionStore::new(), MockAudioSink::new());
-    let ask = || ChatRequest::new(Some("hi".into()), None).unwrap();
-
-    assert_ne!(service.chat(ask()).value.id, service.chat(ask()).value.id);
+    assert_ne!(first.value.id, second.value.id);
 }

@@ -1,12 +1,18 @@
 //! The task that drives one WebSocket connection: greet, then read a frame, carry it out,
-//! reply, until the client leaves or the service shuts down; then close the connection in the
-//! application, which flushes its audio.
+//! reply, until the client leaves, the service shuts down, or a resume elsewhere takes the
+//! connection's session; then close the connection in the application, which parks or
+//! finishes its session.
 //!
 //! One task per connection with the stream not split: a writer task and channel would cost
 //! memory on every idle connection, and each reply is written before the next frame is read,
-//! which keeps replies in order and lets a slow client slow only itself.
+//! which keeps replies in order and lets a slow client, or a slow sink, slow only its own
+//! connection: while a chunk is being stored nothing more is read, so TCP pushes back on the
+//! client instead of audio piling up in memory.
 
-use aimcs_domain::{Connection, ServerMessage, Stamped};
+use std::time::Duration;
+
+use aimcs_application::HandleClientMessageError;
+use aimcs_domain::{AudioChunk, ClientMessage, Connection, Rejection, ServerMessage, Stamped};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -16,6 +22,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, Pro
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::hub::Membership;
 use super::reply::{encode, encode_error};
 use super::{AudioBuffer, WsContext, decode};
 use crate::inbound::errors::{ErrorCode, handle_error_code, rejection_code};
@@ -26,6 +33,10 @@ type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// the same, so clients that reconnect on it keep doing so.
 const SHUTDOWN_CLOSE: (u16, &str) = (1000, "Server shutting down");
 
+/// How often, and how many times, a resume asks again for a session whose holder is between
+/// letting go and having let go.
+const RESUME_RETRY: (Duration, u32) = (Duration::from_millis(50), 40);
+
 /// Why the read loop ended.
 enum Ending {
     /// The client closed or the socket failed; nothing more to send.
@@ -34,10 +45,21 @@ enum Ending {
     Close(u16, String),
 }
 
+/// What one connection task keeps between frames.
+struct Task<'a> {
+    socket: Socket,
+    connection: Connection,
+    audio: AudioBuffer,
+    out: String,
+    context: &'a WsContext,
+    /// Present while the connection holds a declared session.
+    membership: Option<Membership>,
+}
+
 /// Runs the connection until it ends, then closes it in the application.
 pub(super) async fn run(
-    mut socket: Socket,
-    mut connection: Connection,
+    socket: Socket,
+    connection: Connection,
     greeting: Stamped<ServerMessage>,
     context: WsContext,
 ) {
@@ -45,21 +67,37 @@ pub(super) async fn run(
         peer = connection.info().peer.as_deref().unwrap_or("unknown"),
         "websocket connected"
     );
-    let mut out = String::with_capacity(256);
-    let mut audio = AudioBuffer::default();
-
-    let ending = if send(&mut socket, &greeting, &mut out).await.is_err() {
+    let mut task = Task {
+        socket,
+        connection,
+        audio: AudioBuffer::default(),
+        out: String::with_capacity(256),
+        context: &context,
+        membership: None,
+    };
+    let ending = if task.send(&greeting).await.is_err() {
         Ending::ClientGone
     } else {
-        serve(&mut socket, &mut connection, &mut audio, &mut out, &context).await
+        task.serve().await
     };
 
-    if let Ending::Close(code, reason) = ending {
-        close(&mut socket, code, reason, &context).await;
-    }
-    let stats = connection.stats();
+    let Task {
+        mut socket,
+        connection,
+        membership,
+        ..
+    } = task;
+    let (id, stats) = (connection.id(), connection.stats());
+    // The session is let go of before the close handshake, so that a client reconnecting at
+    // once can resume it while this socket is still closing.
     if let Err(error) = context.service.close_connection(connection).await {
         tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "connection did not close cleanly");
+    }
+    if membership.is_some() {
+        context.hub.leave(id);
+    }
+    if let Ending::Close(code, reason) = ending {
+        close(&mut socket, code, reason, &context).await;
     }
     tracing::info!(
         messages = stats.messages,
@@ -76,123 +114,195 @@ pub(super) async fn abandon(connection: Connection, context: &WsContext) {
     }
 }
 
-async fn serve(
-    socket: &mut Socket,
-    connection: &mut Connection,
-    audio: &mut AudioBuffer,
-    out: &mut String,
-    context: &WsContext,
-) -> Ending {
-    loop {
-        let frame = tokio::select! {
-            // Checked first so that a flood of frames cannot delay shutdown.
-            biased;
-            () = context.shutdown.cancelled() => {
-                return Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned());
+impl Task<'_> {
+    async fn serve(&mut self) -> Ending {
+        loop {
+            let superseded = self.membership.as_ref().map(|m| m.superseded.clone());
+            let frame = tokio::select! {
+                // Checked first so that a flood of frames cannot delay shutdown.
+                biased;
+                () = self.context.shutdown.cancelled() => {
+                    return Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned());
+                }
+                () = cancelled(superseded) => return self.superseded().await,
+                frame = self.socket.next() => frame,
+            };
+            let message = match frame {
+                None => return Ending::ClientGone,
+                Some(Ok(Message::Text(text))) => decode(text.as_bytes(), &mut self.audio),
+                Some(Ok(Message::Binary(bytes))) if self.connection.binary_frames_are_audio() => {
+                    match AudioChunk::new(bytes) {
+                        Ok(chunk) => ClientMessage::BinaryAudio(chunk),
+                        Err(_) => ClientMessage::Invalid(Rejection::InvalidAudio(
+                            "an empty binary frame carries no audio".into(),
+                        )),
+                    }
+                }
+                // The original parsed binary frames as JSON too, reading invalid UTF-8 as
+                // U+FFFD, as Node's Buffer-to-string conversion does.
+                Some(Ok(Message::Binary(bytes))) => {
+                    decode(String::from_utf8_lossy(&bytes).as_bytes(), &mut self.audio)
+                }
+                // tungstenite answers pings and close frames itself; keep reading until the
+                // stream ends so that the close handshake completes.
+                Some(Ok(
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
+                )) => continue,
+                Some(Err(error)) => return self.ending_for(error).await,
+            };
+            if self.handle(message).await.is_err() {
+                return Ending::ClientGone;
             }
-            frame = socket.next() => frame,
-        };
-        let message = match frame {
-            None => return Ending::ClientGone,
-            Some(Ok(Message::Text(text))) => decode(text.as_bytes(), audio),
-            // The original parsed binary frames as JSON too, reading invalid UTF-8 as U+FFFD,
-            // as Node's Buffer-to-string conversion does.
-            Some(Ok(Message::Binary(bytes))) => {
-                decode(String::from_utf8_lossy(&bytes).as_bytes(), audio)
-            }
-            // tungstenite answers pings and close frames itself; keep reading until the
-            // stream ends so that the close handshake completes.
-            Some(Ok(
-                Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
-            )) => continue,
-            Some(Err(error)) => return ending_for(error, context, socket, out).await,
-        };
-        let sent = match context
+        }
+    }
+
+    /// Carries out one message and sends its reply.
+    async fn handle(&mut self, message: ClientMessage) -> Result<(), WsError> {
+        // A resume may have to wait for another connection to let go; it is retried as sent.
+        let mut retry =
+            matches!(message, ClientMessage::SessionResume { .. }).then(|| message.clone());
+        let mut outcome = self
+            .context
             .service
-            .handle_client_message(connection, message)
-            .await
+            .handle_client_message(&mut self.connection, message)
+            .await;
+        let mut attempts = 0;
+        while let (Err(HandleClientMessageError::SessionHeld { holder, .. }), Some(message)) =
+            (&outcome, retry.take())
         {
+            if attempts == RESUME_RETRY.1 {
+                break;
+            }
+            attempts += 1;
+            match self.context.hub.supersede(*holder) {
+                Some(released) => {
+                    let _ = tokio::time::timeout(
+                        self.context.settings.close_timeout,
+                        released.cancelled(),
+                    )
+                    .await;
+                }
+                None => tokio::time::sleep(RESUME_RETRY.0).await,
+            }
+            retry = Some(message.clone());
+            outcome = self
+                .context
+                .service
+                .handle_client_message(&mut self.connection, message)
+                .await;
+        }
+        match outcome {
             Ok(reply) => {
                 if let ServerMessage::Rejected(rejection) = &reply.value {
                     tracing::debug!(code = rejection_code(rejection).as_str(), error = %rejection, "client message rejected");
                 }
-                send(socket, &reply, out).await
+                self.join_hub_if_holding();
+                self.send(&reply).await
             }
             Err(error) => {
                 let code = handle_error_code(&error);
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), code = code.as_str(), "client message failed");
-                send_error(socket, code, &error.to_string(), context, out).await
+                self.send_error(code, &error.to_string()).await
             }
-        };
-        if sent.is_err() {
-            return Ending::ClientGone;
         }
     }
-}
 
-/// What a read error means for the connection.
-async fn ending_for(
-    error: WsError,
-    context: &WsContext,
-    socket: &mut Socket,
-    out: &mut String,
-) -> Ending {
-    let (code, detail) = match error {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
-            ErrorCode::MessageTooBig,
-            format!("message of {size} bytes is larger than the limit of {max_size} bytes"),
-        ),
-        WsError::Utf8(_) => (
-            ErrorCode::InvalidUtf8,
-            "text frame is not valid UTF-8".to_owned(),
-        ),
-        WsError::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
+    /// Joins the hub once the connection holds a declared session, leaves it when not.
+    fn join_hub_if_holding(&mut self) {
+        let holding = self
+            .connection
+            .session()
+            .is_some_and(|session| session.is_declared());
+        match (&self.membership, holding) {
+            (None, true) => self.membership = Some(self.context.hub.join(self.connection.id())),
+            (Some(_), false) => {
+                self.context.hub.leave(self.connection.id());
+                self.membership = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// A resume elsewhere took the session: say so, then close.
+    async fn superseded(&mut self) -> Ending {
+        let session = self
+            .connection
+            .session()
+            .map(|s| s.id().to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            session_id = session,
+            "session resumed on another connection; closing"
+        );
+        let detail = format!("session {session} was resumed on another connection");
+        let _ = self.send_error(ErrorCode::Superseded, &detail).await;
+        Ending::Close(
+            ErrorCode::Superseded.close_code().unwrap_or(1000),
+            "session resumed on another connection".into(),
         )
-        | WsError::ConnectionClosed
-        | WsError::AlreadyClosed
-        | WsError::Io(_) => {
-            tracing::debug!(error = %error, "websocket ended without a close handshake");
-            return Ending::ClientGone;
-        }
-        WsError::Protocol(violation) => (ErrorCode::ProtocolViolation, violation.to_string()),
-        error => (ErrorCode::Internal, error.to_string()),
-    };
-    tracing::warn!(code = code.as_str(), error = detail, "closing websocket");
-    // A client that can still parse messages learns why before the close frame says how; a
-    // protocol violation means the stream can no longer carry one.
-    if code != ErrorCode::ProtocolViolation {
-        let _ = send_error(socket, code, &detail, context, out).await;
     }
-    let close_code = code.close_code().unwrap_or(1011);
-    // A close reason is limited to 123 bytes by RFC 6455.
-    let mut reason = detail;
-    reason.truncate(reason.floor_char_boundary(123));
-    Ending::Close(close_code, reason)
+
+    /// What a read error means for the connection.
+    async fn ending_for(&mut self, error: WsError) -> Ending {
+        let (code, detail) = match error {
+            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+                ErrorCode::MessageTooBig,
+                format!("message of {size} bytes is larger than the limit of {max_size} bytes"),
+            ),
+            WsError::Utf8(_) => (
+                ErrorCode::InvalidUtf8,
+                "text frame is not valid UTF-8".to_owned(),
+            ),
+            WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+                | ProtocolError::SendAfterClosing
+                | ProtocolError::ReceivedAfterClosing,
+            )
+            | WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Io(_) => {
+                tracing::debug!(error = %error, "websocket ended without a close handshake");
+                return Ending::ClientGone;
+            }
+            WsError::Protocol(violation) => (ErrorCode::ProtocolViolation, violation.to_string()),
+            error => (ErrorCode::Internal, error.to_string()),
+        };
+        tracing::warn!(code = code.as_str(), error = detail, "closing websocket");
+        // A client that can still parse messages learns why before the close frame says how; a
+        // protocol violation means the stream can no longer carry one.
+        if code != ErrorCode::ProtocolViolation {
+            let _ = self.send_error(code, &detail).await;
+        }
+        let close_code = code.close_code().unwrap_or(1011);
+        // A close reason is limited to 123 bytes by RFC 6455.
+        let mut reason = detail;
+        reason.truncate(reason.floor_char_boundary(123));
+        Ending::Close(close_code, reason)
+    }
+
+    async fn send(&mut self, message: &Stamped<ServerMessage>) -> Result<(), WsError> {
+        self.out.clear();
+        encode(
+            message,
+            self.context.settings.max_message_bytes,
+            &mut self.out,
+        );
+        self.socket.send(Message::text(self.out.as_str())).await
+    }
+
+    async fn send_error(&mut self, code: ErrorCode, detail: &str) -> Result<(), WsError> {
+        self.out.clear();
+        encode_error(code, detail, self.context.service.now(), &mut self.out);
+        self.socket.send(Message::text(self.out.as_str())).await
+    }
 }
 
-async fn send(
-    socket: &mut Socket,
-    message: &Stamped<ServerMessage>,
-    out: &mut String,
-) -> Result<(), WsError> {
-    out.clear();
-    encode(message, out);
-    socket.send(Message::text(out.as_str())).await
-}
-
-async fn send_error(
-    socket: &mut Socket,
-    code: ErrorCode,
-    detail: &str,
-    context: &WsContext,
-    out: &mut String,
-) -> Result<(), WsError> {
-    out.clear();
-    encode_error(code, detail, context.service.now(), out);
-    socket.send(Message::text(out.as_str())).await
+/// Completes when `token` is cancelled; never, without one.
+async fn cancelled(token: Option<tokio_util::sync::CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends a close frame and waits (bounded) for the client's, so that the close handshake

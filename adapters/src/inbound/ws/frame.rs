@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 
 use crate::wire::js;
 
+mod session;
+
 /// Decoding options shared by both alphabets: padding may be left out and unused trailing
 /// bits may be set, as Node's decoder allowed; anything outside the alphabet is an error rather
 /// than silently skipped.
@@ -58,6 +60,12 @@ pub(crate) struct WsClientFrame<'a> {
     kind: Option<&'a RawValue>,
     message: Option<&'a RawValue>,
     data: Option<Data<'a>>,
+    seq: Option<&'a RawValue>,
+    format: Option<&'a RawValue>,
+    metadata: Option<&'a RawValue>,
+    session_id: Option<&'a RawValue>,
+    resume_token: Option<&'a RawValue>,
+    last_seq: Option<&'a RawValue>,
 }
 
 /// The message a frame holds; a frame that cannot be read becomes
@@ -92,12 +100,25 @@ impl<'a> WsClientFrame<'a> {
                 original_type: None,
             };
         };
-        match type_name(kind).as_deref() {
+        match json_str(kind).as_deref() {
             Some("test") => ClientMessage::Test {
                 message: self.message.map(client_value),
             },
-            Some("audio") => ClientMessage::Audio(audio.message(self.data)),
+            Some("audio") => match session::seq(self.seq) {
+                Ok(seq) => ClientMessage::Audio(AudioMessage {
+                    seq,
+                    ..audio.message(self.data)
+                }),
+                Err(rejection) => ClientMessage::Invalid(rejection),
+            },
             Some("ping") => ClientMessage::Ping,
+            Some("session_start") => session::start(self.format, self.metadata.map(client_value)),
+            Some("session_resume") => {
+                session::resume(self.session_id, self.resume_token, self.last_seq)
+            }
+            Some("session_end") => ClientMessage::SessionEnd,
+            Some("audio_commit") => ClientMessage::AudioCommit,
+            Some("audio_clear") => ClientMessage::AudioClear,
             _ => ClientMessage::Unknown {
                 original_type: Some(client_value(kind)),
             },
@@ -112,6 +133,7 @@ impl AudioBuffer {
                 return AudioMessage {
                     encoded_size: 0,
                     payload: AudioPayload::Empty,
+                    seq: None,
                 };
             }
             Some(Data::NotText(kind)) => {
@@ -120,6 +142,7 @@ impl AudioBuffer {
                     payload: AudioPayload::Invalid(format!(
                         "audio data must be a base64 string, not {kind}"
                     )),
+                    seq: None,
                 };
             }
             Some(Data::Text(text)) => text,
@@ -128,6 +151,7 @@ impl AudioBuffer {
             return AudioMessage {
                 encoded_size: 0,
                 payload: AudioPayload::Empty,
+                seq: None,
             };
         }
         // The original's `dataSize` was JavaScript's `.length`, in UTF-16 units; valid base64
@@ -135,6 +159,7 @@ impl AudioBuffer {
         AudioMessage {
             encoded_size: text.len(),
             payload: self.decode_base64(&text),
+            seq: None,
         }
     }
 
@@ -195,8 +220,9 @@ fn describe_base64_error(text: &str, error: &base64::DecodeSliceError) -> String
     }
 }
 
-/// The text of a `type` that is a JSON string, without allocating when it has no escapes.
-fn type_name(raw: &RawValue) -> Option<Cow<'_, str>> {
+/// The text of a JSON string, without allocating when it has no escapes; `None` for any
+/// other JSON value.
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
     if !text.starts_with('"') {
         return None;
@@ -253,6 +279,12 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 Key::Type => frame.kind = Some(map.next_value()?),
                 Key::Message => frame.message = Some(map.next_value()?),
                 Key::Data => frame.data = Some(map.next_value()?),
+                Key::Seq => frame.seq = Some(map.next_value()?),
+                Key::Format => frame.format = Some(map.next_value()?),
+                Key::Metadata => frame.metadata = Some(map.next_value()?),
+                Key::SessionId => frame.session_id = Some(map.next_value()?),
+                Key::ResumeToken => frame.resume_token = Some(map.next_value()?),
+                Key::LastSeq => frame.last_seq = Some(map.next_value()?),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -292,6 +324,12 @@ enum Key {
     Type,
     Message,
     Data,
+    Seq,
+    Format,
+    Metadata,
+    SessionId,
+    ResumeToken,
+    LastSeq,
     Other,
 }
 
@@ -315,6 +353,12 @@ impl Visitor<'_> for KeyVisitor {
             "type" => Key::Type,
             "message" => Key::Message,
             "data" => Key::Data,
+            "seq" => Key::Seq,
+            "format" => Key::Format,
+            "metadata" => Key::Metadata,
+            "sessionId" => Key::SessionId,
+            "resumeToken" => Key::ResumeToken,
+            "lastSeq" => Key::LastSeq,
             _ => Key::Other,
         })
     }

@@ -4,7 +4,10 @@
 
 use std::fmt::Write as _;
 
-use aimcs_domain::{ClientValue, ServerMessage, Stamped, Timestamp};
+use aimcs_domain::{
+    AudioFormat, AudioProgress, AudioTotals, ClientValue, Container, SampleEncoding, ServerMessage,
+    SessionInfo, SessionSummary, Stamped, Timestamp,
+};
 
 use crate::inbound::errors::{ErrorCode, rejection_code};
 use crate::wire::js::write_json_string;
@@ -13,8 +16,9 @@ use crate::wire::timestamp::write_iso;
 /// The `message` of every `error`, kept from the original so clients matching on it still do.
 const FAILED_TO_PROCESS: &str = "Failed to process message";
 
-/// Appends `message` as one JSON object to `out`.
-pub(crate) fn encode(message: &Stamped<ServerMessage>, out: &mut String) {
+/// Appends `message` as one JSON object to `out`; `max_message_bytes` is announced to
+/// clients that start a session.
+pub(crate) fn encode(message: &Stamped<ServerMessage>, max_message_bytes: usize, out: &mut String) {
     match &message.value {
         ServerMessage::Connected { connection_id } => {
             out.push_str(r#"{"type":"connection","message":"WebSocket connected successfully","connectionId":""#);
@@ -31,12 +35,34 @@ pub(crate) fn encode(message: &Stamped<ServerMessage>, out: &mut String) {
         ServerMessage::AudioReceived {
             encoded_size,
             decoded_size,
+            progress,
         } => {
             out.push_str(r#"{"type":"audio_received","message":"Audio data received","dataSize":"#);
             let _ = write!(out, "{encoded_size}");
             push_timestamp(out, message.at);
-            let _ = write!(out, r#","decodedSize":{decoded_size}}}"#);
+            let _ = write!(out, r#","decodedSize":{decoded_size}"#);
+            if let Some(progress) = progress {
+                push_progress(out, progress);
+            }
+            out.push('}');
             return;
+        }
+        ServerMessage::SessionStarted(info) => {
+            out.push_str(r#"{"type":"session_started","message":"Session started""#);
+            push_session(out, info, max_message_bytes);
+        }
+        ServerMessage::SessionResumed(info) => {
+            out.push_str(r#"{"type":"session_resumed","message":"Session resumed""#);
+            push_session(out, info, max_message_bytes);
+        }
+        ServerMessage::AudioCommitted { last_seq, totals } => {
+            out.push_str(r#"{"type":"audio_committed","message":"Audio committed""#);
+            push_last_seq(out, *last_seq);
+            push_totals(out, *totals);
+        }
+        ServerMessage::SessionEnded(summary) => {
+            out.push_str(r#"{"type":"session_ended","message":"Session ended""#);
+            push_summary(out, summary);
         }
         ServerMessage::Pong => out.push_str(r#"{"type":"pong""#),
         ServerMessage::Echo { original_type } => {
@@ -77,6 +103,111 @@ fn push_value(out: &mut String, key: &str, value: Option<&ClientValue>) {
     }
 }
 
+/// The fields an acknowledgement gains for clients that number chunks or declare sessions.
+fn push_progress(out: &mut String, progress: &AudioProgress) {
+    let _ = write!(out, r#","seq":{}"#, progress.seq);
+    push_totals(out, progress.totals);
+    if let Some(duration) = progress.duration {
+        let _ = write!(out, r#","durationMs":{}"#, duration.as_millis());
+    }
+    if let Some(gap) = progress.gap {
+        let _ = write!(out, r#","gap":{{"from":{},"to":{}}}"#, gap.from, gap.to);
+    }
+    if progress.duplicate {
+        out.push_str(r#","duplicate":true"#);
+    }
+}
+
+fn push_session(out: &mut String, info: &SessionInfo, max_message_bytes: usize) {
+    let _ = write!(
+        out,
+        r#","sessionId":"{}","recordingId":"{}","resumeToken":"#,
+        info.session, info.recording
+    );
+    write_json_string(&info.resume_token, out);
+    out.push_str(r#","format":"#);
+    push_format(out, &info.format);
+    let _ = write!(
+        out,
+        r#","limits":{{"maxMessageBytes":{max_message_bytes},"resumeGraceMs":{}}}"#,
+        info.resume_grace.as_millis()
+    );
+    push_last_seq(out, info.last_seq);
+    push_totals(out, info.totals);
+}
+
+fn push_summary(out: &mut String, summary: &SessionSummary) {
+    let _ = write!(
+        out,
+        r#","sessionId":"{}","recordingId":"{}""#,
+        summary.session, summary.recording
+    );
+    push_last_seq(out, summary.last_seq);
+    push_totals(out, summary.totals);
+    if let Some(duration) = summary.duration {
+        let _ = write!(out, r#","durationMs":{}"#, duration.as_millis());
+    }
+    out.push_str(r#","gaps":["#);
+    for (i, gap) in summary.gaps.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(out, r#"{comma}{{"from":{},"to":{}}}"#, gap.from, gap.to);
+    }
+    let _ = write!(out, r#"],"duplicates":{}"#, summary.duplicates);
+}
+
+/// The effective format, in the words `session_start` uses.
+pub(crate) fn push_format(out: &mut String, format: &AudioFormat) {
+    match *format {
+        AudioFormat::Samples {
+            encoding,
+            sample_rate,
+            channels,
+        } => {
+            let encoding = match encoding {
+                SampleEncoding::PcmS16le => "pcm_s16le",
+                SampleEncoding::Mulaw => "mulaw",
+                SampleEncoding::Alaw => "alaw",
+            };
+            let _ = write!(
+                out,
+                r#"{{"encoding":"{encoding}","sampleRate":{sample_rate},"channels":{channels}}}"#
+            );
+        }
+        AudioFormat::Opus {
+            container,
+            sample_rate,
+            channels,
+        } => {
+            let container = match container {
+                Container::Webm => "webm",
+                Container::Ogg => "ogg",
+            };
+            let _ = write!(
+                out,
+                r#"{{"encoding":"opus","container":"{container}","sampleRate":{sample_rate},"channels":{channels}}}"#
+            );
+        }
+        AudioFormat::Undeclared => out.push_str(r#"{"encoding":"undeclared"}"#),
+    }
+}
+
+fn push_last_seq(out: &mut String, last_seq: Option<u64>) {
+    match last_seq {
+        Some(seq) => {
+            let _ = write!(out, r#","lastSeq":{seq}"#);
+        }
+        None => out.push_str(r#","lastSeq":null"#),
+    }
+}
+
+fn push_totals(out: &mut String, totals: AudioTotals) {
+    let _ = write!(
+        out,
+        r#","totalBytes":{},"totalChunks":{}"#,
+        totals.bytes, totals.chunks
+    );
+}
+
 fn push_timestamp(out: &mut String, at: Timestamp) {
     out.push_str(r#","timestamp":""#);
     write_iso(at, out);
@@ -85,7 +216,7 @@ fn push_timestamp(out: &mut String, at: Timestamp) {
 
 #[cfg(test)]
 mod tests {
-    use aimcs_domain::{ConnectionId, Rejection};
+    use aimcs_domain::{ConnectionId, Rejection, SeqGap};
 
     use super::*;
 
@@ -93,7 +224,7 @@ mod tests {
 
     fn encoded(value: ServerMessage) -> String {
         let mut out = String::new();
-        encode(&Stamped { at: T0, value }, &mut out);
+        encode(&Stamped { at: T0, value }, 1_048_576, &mut out);
         // Every message must be valid JSON, whatever it holds.
         serde_json::from_str::<serde_json::Value>(&out).unwrap();
         out
@@ -129,9 +260,101 @@ mod tests {
         assert_eq!(
             encoded(ServerMessage::AudioReceived {
                 encoded_size: 1336,
-                decoded_size: 1000
+                decoded_size: 1000,
+                progress: None,
             }),
             r#"{"type":"audio_received","message":"Audio data received","dataSize":1336,"timestamp":"2025-06-27T04:20:11.123Z","decodedSize":1000}"#
+        );
+    }
+
+    #[test]
+    fn an_ack_in_a_session_adds_the_sequence_number_totals_duration_and_any_gap() {
+        let progress = AudioProgress {
+            seq: 9,
+            totals: AudioTotals {
+                bytes: 6_400,
+                chunks: 2,
+            },
+            duration: Some(std::time::Duration::from_millis(200)),
+            gap: Some(SeqGap { from: 7, to: 8 }),
+            duplicate: false,
+        };
+        assert_eq!(
+            encoded(ServerMessage::AudioReceived {
+                encoded_size: 3200,
+                decoded_size: 3200,
+                progress: Some(progress)
+            }),
+            r#"{"type":"audio_received","message":"Audio data received","dataSize":3200,"timestamp":"2025-06-27T04:20:11.123Z","decodedSize":3200,"seq":9,"totalBytes":6400,"totalChunks":2,"durationMs":200,"gap":{"from":7,"to":8}}"#
+        );
+        let duplicate = AudioProgress {
+            gap: None,
+            duplicate: true,
+            duration: None,
+            ..progress
+        };
+        assert!(
+            encoded(ServerMessage::AudioReceived {
+                encoded_size: 1,
+                decoded_size: 1,
+                progress: Some(duplicate)
+            })
+            .ends_with(r#""totalChunks":2,"duplicate":true}"#)
+        );
+    }
+
+    #[test]
+    fn session_started_gives_everything_needed_to_stream_and_to_resume() {
+        let info = SessionInfo {
+            session: "6f1c2d3e-4b5a-4c6d-8e7f-001122334455".parse().unwrap(),
+            recording: "7f1c2d3e-4b5a-4c6d-8e7f-001122334455".parse().unwrap(),
+            resume_token: "00112233445566778899aabbccddeeff".into(),
+            format: AudioFormat::Opus {
+                container: Container::Webm,
+                sample_rate: 48_000,
+                channels: 1,
+            },
+            resume_grace: std::time::Duration::from_secs(60),
+            last_seq: None,
+            totals: AudioTotals::default(),
+        };
+        assert_eq!(
+            encoded(ServerMessage::SessionStarted(info)),
+            r#"{"type":"session_started","message":"Session started","sessionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","recordingId":"7f1c2d3e-4b5a-4c6d-8e7f-001122334455","resumeToken":"00112233445566778899aabbccddeeff","format":{"encoding":"opus","container":"webm","sampleRate":48000,"channels":1},"limits":{"maxMessageBytes":1048576,"resumeGraceMs":60000},"lastSeq":null,"totalBytes":0,"totalChunks":0,"timestamp":"2025-06-27T04:20:11.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn session_ended_reports_totals_gaps_and_duplicates() {
+        let summary = SessionSummary {
+            session: "6f1c2d3e-4b5a-4c6d-8e7f-001122334455".parse().unwrap(),
+            recording: "7f1c2d3e-4b5a-4c6d-8e7f-001122334455".parse().unwrap(),
+            totals: AudioTotals {
+                bytes: 32_000,
+                chunks: 10,
+            },
+            duration: Some(std::time::Duration::from_secs(1)),
+            last_seq: Some(12),
+            gaps: vec![SeqGap { from: 3, to: 4 }],
+            duplicates: 1,
+        };
+        assert_eq!(
+            encoded(ServerMessage::SessionEnded(summary)),
+            r#"{"type":"session_ended","message":"Session ended","sessionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","recordingId":"7f1c2d3e-4b5a-4c6d-8e7f-001122334455","lastSeq":12,"totalBytes":32000,"totalChunks":10,"durationMs":1000,"gaps":[{"from":3,"to":4}],"duplicates":1,"timestamp":"2025-06-27T04:20:11.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn audio_committed_says_what_is_now_durable() {
+        assert_eq!(
+            encoded(ServerMessage::AudioCommitted {
+                last_seq: Some(4),
+                totals: AudioTotals {
+                    bytes: 4,
+                    chunks: 1
+                }
+            }),
+            r#"{"type":"audio_committed","message":"Audio committed","lastSeq":4,"totalBytes":4,"totalChunks":1,"timestamp":"2025-06-27T04:20:11.123Z"}"#
         );
     }
 

@@ -1,7 +1,10 @@
 //! Every kind of client frame the original service was measured with, and the message each
 //! must become.
 
-use aimcs_domain::{AudioMessage, AudioPayload, ClientMessage, ClientValue};
+use aimcs_domain::{
+    AudioMessage, AudioPayload, ClientMessage, ClientValue, Container, Encoding, FormatRequest,
+    Rejection, SampleEncoding,
+};
 
 use super::{AudioBuffer, decode as decode_frame};
 
@@ -112,7 +115,8 @@ fn audio_without_data_is_empty_like_every_falsy_data() {
             audio(frame),
             AudioMessage {
                 encoded_size: 0,
-                payload: AudioPayload::Empty
+                payload: AudioPayload::Empty,
+                seq: None
             },
             "{frame}"
         );
@@ -293,5 +297,149 @@ fn the_audio_buffer_is_reused_once_a_chunk_has_been_dropped() {
         chunk_address(),
         first,
         "the second chunk must reuse the first one's memory"
+    );
+}
+
+// === session messages ===
+
+#[test]
+fn audio_carries_its_sequence_number_when_it_has_one() {
+    assert_eq!(
+        audio(r#"{"type":"audio","data":"AQID","seq":42}"#).seq,
+        Some(42)
+    );
+    assert_eq!(
+        audio(r#"{"type":"audio","data":"AQID","seq":0}"#).seq,
+        Some(0)
+    );
+}
+
+#[test]
+fn a_sequence_number_that_is_not_a_whole_number_is_refused_with_its_own_code() {
+    for seq in ["-1", "1.5", r#""3""#, "null", "18446744073709551616"] {
+        let frame = format!(r#"{{"type":"audio","data":"AQID","seq":{seq}}}"#);
+        assert!(
+            matches!(
+                decode(&frame),
+                ClientMessage::Invalid(Rejection::InvalidSeq(_))
+            ),
+            "{seq} must be refused"
+        );
+    }
+}
+
+#[test]
+fn session_start_reads_the_declared_format_and_metadata() {
+    let decoded = decode(
+        r#"{"type":"session_start","format":{"encoding":"pcm_s16le","sampleRate":16000,"channels":1},"metadata":{"callId": "c-1"}}"#,
+    );
+    assert_eq!(
+        decoded,
+        ClientMessage::SessionStart {
+            format: FormatRequest {
+                encoding: Encoding::Samples(SampleEncoding::PcmS16le),
+                container: None,
+                sample_rate: Some(16_000),
+                channels: Some(1),
+            },
+            metadata: value(r#"{"callId":"c-1"}"#),
+        }
+    );
+    let opus =
+        decode(r#"{"type":"session_start","format":{"encoding":"opus","container":"webm"}}"#);
+    assert!(matches!(
+        opus,
+        ClientMessage::SessionStart {
+            format: FormatRequest {
+                encoding: Encoding::Opus,
+                container: Some(Container::Webm),
+                ..
+            },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn session_start_with_a_bad_format_is_refused_saying_what_to_send() {
+    let cases = [
+        (r#"{"type":"session_start"}"#, "invalid_format"),
+        (
+            r#"{"type":"session_start","format":"pcm"}"#,
+            "invalid_format",
+        ),
+        (
+            r#"{"type":"session_start","format":{"encoding":"mp3"}}"#,
+            "unsupported_encoding",
+        ),
+        (
+            r#"{"type":"session_start","format":{"encoding":"opus","container":"mp4"}}"#,
+            "invalid_format",
+        ),
+        (
+            r#"{"type":"session_start","format":{"encoding":"pcm_s16le","sampleRate":-1}}"#,
+            "invalid_format",
+        ),
+        (
+            r#"{"type":"session_start","format":{"encoding":"pcm_s16le","rate":16000}}"#,
+            "invalid_format",
+        ),
+    ];
+    for (frame, code) in cases {
+        let ClientMessage::Invalid(rejection) = decode(frame) else {
+            panic!("{frame} must be refused");
+        };
+        assert_eq!(
+            crate::inbound::errors::rejection_code(&rejection).as_str(),
+            code,
+            "{frame}: {rejection}"
+        );
+    }
+}
+
+#[test]
+fn session_resume_reads_the_id_token_and_last_sequence_number() {
+    let decoded = decode(
+        r#"{"type":"session_resume","sessionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","resumeToken":"abc","lastSeq":7}"#,
+    );
+    assert_eq!(
+        decoded,
+        ClientMessage::SessionResume {
+            session: "6f1c2d3e-4b5a-4c6d-8e7f-001122334455".parse().unwrap(),
+            token: "abc".into(),
+            last_acked_seq: Some(7),
+        }
+    );
+}
+
+#[test]
+fn session_resume_without_a_usable_id_or_token_is_refused() {
+    for frame in [
+        r#"{"type":"session_resume","resumeToken":"abc"}"#,
+        r#"{"type":"session_resume","sessionId":"nope","resumeToken":"abc"}"#,
+        r#"{"type":"session_resume","sessionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455"}"#,
+        r#"{"type":"session_resume","sessionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","resumeToken":""}"#,
+        r#"{"type":"session_resume","sessionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","resumeToken":"a","lastSeq":-2}"#,
+    ] {
+        assert!(
+            matches!(decode(frame), ClientMessage::Invalid(_)),
+            "{frame} must be refused"
+        );
+    }
+}
+
+#[test]
+fn the_other_session_messages_are_recognised() {
+    assert_eq!(
+        decode(r#"{"type":"session_end"}"#),
+        ClientMessage::SessionEnd
+    );
+    assert_eq!(
+        decode(r#"{"type":"audio_commit"}"#),
+        ClientMessage::AudioCommit
+    );
+    assert_eq!(
+        decode(r#"{"type":"audio_clear"}"#),
+        ClientMessage::AudioClear
     );
 }
