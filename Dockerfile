@@ -12,12 +12,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin aimcs-backend \
     && install -m 0755 target/release/aimcs-backend /usr/local/bin/aimcs-backend
 
+# The recordings directory, owned by the runtime user (the runtime image has no shell to
+# create it).
+RUN install -d -m 0750 -o 65532 -g 65532 /out/var/lib/aimcs/recordings
+
 # Runtime: glibc and CA certificates only; no shell, no package manager, not root.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/aimcs-backend /usr/local/bin/aimcs-backend
+COPY --from=build --chown=65532:65532 /out/var/lib/aimcs /var/lib/aimcs
 ENV APP_ENVIRONMENT=production \
     APP_LOG__FORMAT=json \
+    APP_AUDIO__FILE__DIR=/var/lib/aimcs/recordings \
     PORT=3000
+VOLUME ["/var/lib/aimcs/recordings"]
 EXPOSE 3000
 USER 65532:65532
 # The binary probes its own /health: the image has no curl or shell to do it.

@@ -39,3 +39,24 @@ tool_venv() {
     echo .tools/pip
   fi
 }
+
+# Installs Debian packages that provide the given commands, when any is missing. Needs root
+# (CI machines run as root); otherwise says what to install.
+ensure_packages() {
+  local missing=()
+  local pair command package
+  for pair in "$@"; do
+    command=${pair%%=*}
+    package=${pair#*=}
+    command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing ${missing[*]}: run 'sudo apt-get install ${missing[*]}'" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]} from the distribution's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+}

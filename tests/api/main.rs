@@ -1,10 +1,12 @@
 //! Black-box tests: the real service on a free loopback port, driven by a real HTTP client and
 //! a real WebSocket client, one module per surface.
 
+mod backpressure;
 mod chat;
 mod compat;
 mod cors;
 mod http;
+mod sessions;
 mod shutdown;
 mod transport;
 mod ws;

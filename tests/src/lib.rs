@@ -163,6 +163,23 @@ impl TestApp {
             .expect("POST is answered")
     }
 
+    /// The path of a file in the recordings directory.
+    pub fn recording(&self, name: &str) -> std::path::PathBuf {
+        self.recordings.path().join(name)
+    }
+
+    /// The recordings directory's files with extension `ext`.
+    pub fn recordings_with_extension(&self, ext: &str) -> Vec<std::path::PathBuf> {
+        let mut found: Vec<_> = std::fs::read_dir(self.recordings.path())
+            .expect("the recordings directory exists")
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == ext))
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Opens a WebSocket on `/ws/audio`.
     pub async fn connect(&self) -> WsClient {
         self.connect_to("/ws/audio")
@@ -259,6 +276,24 @@ impl WsClient {
         use base64::Engine as _;
         let data = base64::engine::general_purpose::STANDARD.encode(bytes);
         self.send_json(&serde_json::json!({"type": "audio", "data": data, "timestamp": "2025-06-27T04:20:11.123Z"}))
+            .await;
+    }
+
+    /// Starts a session with `format` (the `format` object of `session_start`) and returns
+    /// `session_started`.
+    pub async fn start_session(&mut self, format: Value) -> Value {
+        let started = self
+            .ask(&serde_json::json!({"type": "session_start", "format": format}))
+            .await;
+        assert_eq!(started["type"], "session_started", "{started}");
+        started
+    }
+
+    /// Sends `bytes` as a base64 `audio` message numbered `seq`.
+    pub async fn send_audio_seq(&mut self, bytes: &[u8], seq: u64) {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        self.send_json(&serde_json::json!({"type": "audio", "data": data, "seq": seq}))
             .await;
     }
 
@@ -509,5 +544,70 @@ pub mod raw_ws {
             },
             header + len,
         ))
+    }
+}
+
+/// Command-line tools the tests check recordings with (sox, ffprobe, ffmpeg).
+pub mod tools {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Fails the test with an install hint when `tool` is missing; `scripts/test` installs it.
+    pub fn require(tool: &str) {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{tool} is required by this test: apt-get install sox ffmpeg (scripts/test installs them)"
+        );
+    }
+
+    /// Runs `tool` with `args` and returns its standard output; fails the test if it fails.
+    pub fn run(tool: &str, args: &[&str]) -> String {
+        require(tool);
+        let output = Command::new(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool} cannot run: {e}"));
+        assert!(
+            output.status.success(),
+            "{tool} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// What `soxi` says about a WAV: (sample rate, channels, samples). Fails if sox cannot read it.
+    pub fn soxi(path: &Path) -> (u32, u16, u64) {
+        let path = path.to_str().expect("a UTF-8 path");
+        let number = |flag: &str| {
+            run("soxi", &[flag, path])
+                .trim()
+                .parse::<u64>()
+                .expect("soxi prints a number")
+        };
+        (number("-r") as u32, number("-c") as u16, number("-s"))
+    }
+
+    /// The duration ffprobe reads from a media file, in seconds.
+    pub fn ffprobe_duration(path: &Path) -> f64 {
+        let path = path.to_str().expect("a UTF-8 path");
+        let out = run(
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+                path,
+            ],
+        );
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("ffprobe printed no duration: {out:?}"))
     }
 }
