@@ -31,6 +31,9 @@ pub struct ServiceConfig {
     pub version: &'static str,
     /// How long a declared session whose connection dropped waits to be resumed.
     pub resume_grace: Duration,
+    /// How many sessions may wait to be resumed at once; beyond it the oldest is finished.
+    /// Each holds an open recording, so this bounds what dropped connections can pin.
+    pub max_parked_sessions: usize,
 }
 
 /// The connection could not be opened; the transport should refuse it.
@@ -222,8 +225,13 @@ impl IngestService {
                 })?;
                 connection.committed()
             }
-            Decision::End(session) => self.end_session(session, now).await?,
-            Decision::Resume { session, token } => {
+            Decision::End => self.end_session(connection, now).await?,
+            Decision::Resume {
+                session,
+                token,
+                last_acked_seq,
+            } => {
+                tracing::debug!(session_id = %session, ?last_acked_seq, "resume requested");
                 self.resume_session(connection, session, &token, now)
                     .await?
             }
@@ -246,14 +254,16 @@ impl IngestService {
             report_progress,
         } = store;
         if let Some(start) = open {
-            self.sink
-                .open(start)
-                .await
-                .map_err(|source| HandleClientMessageError::Recording {
+            if let Err(source) = self.sink.open(start).await {
+                // The implicit session is dropped: the next chunk opens a fresh one rather than
+                // retrying a recording some sink may have half-created.
+                connection.take_session();
+                return Err(HandleClientMessageError::Recording {
                     recording,
                     action: "opened",
                     source,
-                })?;
+                });
+            }
             connection.recording_opened();
         }
         let len = chunk.len();
@@ -292,13 +302,17 @@ impl IngestService {
 
     async fn end_session(
         &self,
-        session: Session,
+        connection: &mut Connection,
         now: Timestamp,
     ) -> Result<ServerMessage, HandleClientMessageError> {
-        self.sessions.forget(session.id());
-        let end = session.finish(SessionEnding::Ended, now);
+        let Some(session) = connection.session() else {
+            return Ok(ServerMessage::Rejected(Rejection::NoActiveSession));
+        };
+        let end = session.end_record(SessionEnding::Ended, now);
         let summary = summary(&end);
         let recording = end.recording;
+        // The session stays on the connection until its recording is finished: if finishing
+        // fails, the client is told and may send session_end again.
         self.sink
             .close(end)
             .await
@@ -307,6 +321,9 @@ impl IngestService {
                 action: "finished",
                 source,
             })?;
+        if let Some(session) = connection.take_session() {
+            self.sessions.forget(session.id());
+        }
         tracing::info!(session_id = %summary.session, %recording, bytes = summary.totals.bytes, chunks = summary.totals.chunks, "session ended");
         Ok(ServerMessage::SessionEnded(summary))
     }
@@ -346,8 +363,9 @@ impl IngestService {
     }
 
     /// Closes a connection: a declared session is parked for a resume, an implicit one is
-    /// finished; then the connection is forgotten. Both steps run even when the first fails,
-    /// so a sink failure never leaves a phantom connection counted.
+    /// finished with `ending` (`ConnectionClosed`, or `Shutdown` when the service is stopping);
+    /// then the connection is forgotten. Both steps run even when the first fails, so a sink
+    /// failure never leaves a phantom connection counted.
     ///
     /// # Errors
     /// [`CloseConnectionError::Sink`] when a recording could not be finished (reported first,
@@ -355,17 +373,23 @@ impl IngestService {
     pub async fn close_connection(
         &self,
         mut connection: Connection,
+        ending: SessionEnding,
     ) -> Result<(), CloseConnectionError> {
         let recording_open = connection.is_recording_open();
+        let now = self.clock.now();
         let finished = match connection.take_session() {
             Some(mut session) if session.is_declared() => {
-                session.detach(self.clock.now());
+                session.detach(now);
                 tracing::info!(session_id = %session.id(), grace_secs = self.config.resume_grace.as_secs(), "session parked for resume");
-                self.sessions.park(session);
+                if let Some(evicted) = self.sessions.park(session, self.config.max_parked_sessions)
+                {
+                    tracing::warn!(session_id = %evicted.id(), max = self.config.max_parked_sessions, "too many sessions waiting to be resumed: finishing the oldest");
+                    self.finish(evicted, SessionEnding::Evicted, now).await;
+                }
                 Ok(())
             }
             Some(session) if recording_open => {
-                let end = session.finish(SessionEnding::ConnectionClosed, self.clock.now());
+                let end = session.finish(ending, now);
                 let recording = end.recording;
                 self.sink
                     .close(end)

@@ -57,16 +57,39 @@ impl SessionRegistry {
         self.slots().insert(session.id(), slot);
     }
 
-    /// Parks a session whose connection went away, for a resume.
-    pub(crate) fn park(&self, session: Session) {
+    /// Parks a session whose connection went away, for a resume. When `max` sessions are
+    /// already parked, the one parked longest ago is removed and returned, to be finished.
+    pub(crate) fn park(&self, session: Session, max: usize) -> Option<Session> {
         let (id, token) = (session.id(), session.token().clone());
-        self.slots().insert(
+        let mut slots = self.slots();
+        let parked = slots
+            .values()
+            .filter(|slot| matches!(slot.place, Place::Parked(_)))
+            .count();
+        let evicted = if parked >= max {
+            let oldest = slots
+                .iter()
+                .filter_map(|(id, slot)| match &slot.place {
+                    Place::Parked(session) => Some((session.detached_at(), *id)),
+                    Place::Attached(_) => None,
+                })
+                .min()
+                .map(|(_, id)| id);
+            oldest.and_then(|id| match slots.remove(&id)?.place {
+                Place::Parked(session) => Some(*session),
+                Place::Attached(_) => None,
+            })
+        } else {
+            None
+        };
+        slots.insert(
             id,
             Slot {
                 token,
                 place: Place::Parked(Box::new(session)),
             },
         );
+        evicted
     }
 
     /// Forgets a session that has ended.

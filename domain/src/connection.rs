@@ -16,7 +16,7 @@ use crate::message::{
     AudioMessage, AudioPayload, AudioProgress, ClientMessage, Rejection, ServerMessage,
 };
 use crate::recording::RecordingStart;
-use crate::session::{Admission, SeqGap, Session};
+use crate::session::{Admission, MAX_GAPS, SeqGap, Session};
 use crate::time::Timestamp;
 
 /// What the connection store records about an open connection.
@@ -61,14 +61,18 @@ pub enum Decision {
         /// The recording.
         recording: RecordingId,
     },
-    /// Finish this session (taken off the connection) and its recording.
-    End(Session),
+    /// Finish the active session and its recording; only once the recording is finished does
+    /// the session leave the connection ([`Connection::take_session`]), so that a failure
+    /// leaves it active for the client to try again.
+    End,
     /// Find this session and hand it to this connection.
     Resume {
         /// The session.
         session: SessionId,
         /// The token the client presented.
         token: String,
+        /// The last number the client saw acknowledged, for the logs.
+        last_acked_seq: Option<u64>,
     },
 }
 
@@ -169,7 +173,8 @@ impl Connection {
                 if self.session.is_some() {
                     return rejected(Rejection::SessionAlreadyActive);
                 }
-                self.dialect = Dialect::Sessions;
+                // The connection switches to sessions only once one is started (`adopt`): a
+                // refused declaration leaves it as it was.
                 match AudioFormat::negotiate(format) {
                     Ok(format) => {
                         Decision::Start(Session::declared(format, metadata, self.id(), now))
@@ -177,12 +182,19 @@ impl Connection {
                     Err(error) => rejected(error.into()),
                 }
             }
-            ClientMessage::SessionResume { session, token, .. } => {
+            ClientMessage::SessionResume {
+                session,
+                token,
+                last_acked_seq,
+            } => {
                 if self.session.is_some() {
                     return rejected(Rejection::SessionAlreadyActive);
                 }
-                self.dialect = Dialect::Sessions;
-                Decision::Resume { session, token }
+                Decision::Resume {
+                    session,
+                    token,
+                    last_acked_seq,
+                }
             }
             ClientMessage::AudioCommit => match &self.session {
                 Some(session) => Decision::Commit {
@@ -194,8 +206,8 @@ impl Connection {
                 "audio_clear has no meaning for a recording: every acknowledged chunk is kept; \
                  finish the session with session_end",
             )),
-            ClientMessage::SessionEnd => match self.take_session() {
-                Some(session) => Decision::End(session),
+            ClientMessage::SessionEnd => match &self.session {
+                Some(_) => Decision::End,
                 None => rejected(Rejection::NoActiveSession),
             },
         }
@@ -214,10 +226,21 @@ impl Connection {
             // The original acknowledged an `audio` message without data (as `dataSize: 0`);
             // clients may count acks, so an empty message is still acknowledged.
             AudioPayload::Empty if self.dialect == Dialect::Original || self.session.is_some() => {
+                // A numbered empty message gets its number back, so the client can match the
+                // ack; the number is not used up, since nothing was stored under it.
+                let progress = seq
+                    .zip(self.session.as_ref())
+                    .map(|(seq, session)| AudioProgress {
+                        seq,
+                        totals: session.totals(),
+                        duration: session.duration(),
+                        gap: None,
+                        duplicate: false,
+                    });
                 Decision::Reply(ServerMessage::AudioReceived {
                     encoded_size,
                     decoded_size: 0,
-                    progress: None,
+                    progress,
                 })
             }
             AudioPayload::Empty => {
@@ -260,6 +283,14 @@ impl Connection {
                     decoded_size: chunk.len(),
                     progress: Some(progress),
                 })
+            }
+            Admission::Late { seq } => {
+                Decision::Reply(ServerMessage::Rejected(Rejection::LateChunk(seq)))
+            }
+            Admission::TooManyGaps { seq } => {
+                Decision::Reply(ServerMessage::Rejected(Rejection::InvalidSeq(format!(
+                    "seq {seq} would open more than {MAX_GAPS} gaps in this session; send chunks in order"
+                ))))
             }
             Admission::Store { seq, gap } => Decision::Store(StoreChunk {
                 recording: session.recording(),

@@ -37,5 +37,7 @@ pub use message::{
     ServerMessage, SessionInfo, SessionSummary,
 };
 pub use recording::{RecordingEnd, RecordingStart, SessionEnding};
-pub use session::{Admission, AudioTotals, ResumeError, ResumeToken, SeqGap, Session};
+pub use session::{
+    Admission, AudioTotals, MAX_GAPS, MAX_SEQ, ResumeError, ResumeToken, SeqGap, Session,
+};
 pub use time::{Stamped, Timestamp};

@@ -136,6 +136,11 @@ pub enum Rejection {
     /// `session_resume` after the grace period; the recording has been finished.
     #[error("session {0} can no longer be resumed: its grace period has passed")]
     SessionExpired(SessionId),
+    /// A chunk whose number was skipped: the recording has moved past it.
+    #[error(
+        "seq {0} was skipped (or comes before the first chunk) and the recording has moved on; it was not stored"
+    )]
+    LateChunk(u64),
     /// A message that has no meaning for a recording.
     #[error("{0}")]
     NotSupported(&'static str),

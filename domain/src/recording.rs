@@ -36,6 +36,10 @@ pub enum SessionEnding {
     Expired,
     /// The service shut down.
     Shutdown,
+    /// The recording could not be opened everywhere it had to go, and was abandoned.
+    Failed,
+    /// Too many sessions were waiting to be resumed; the oldest was finished to make room.
+    Evicted,
 }
 
 /// A recording being finished.

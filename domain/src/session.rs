@@ -66,6 +66,13 @@ pub struct AudioTotals {
     pub chunks: u64,
 }
 
+/// The largest sequence number: the largest integer a JavaScript client can hold exactly.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// How many gaps a session remembers; a client skipping more is broken or abusive, and the
+/// list must not grow without bound (it is reported and stored with the recording).
+pub const MAX_GAPS: usize = 1_000;
+
 /// What to do with a chunk, by its sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -78,6 +85,17 @@ pub enum Admission {
     },
     /// Already stored: acknowledge it again, write nothing.
     Duplicate {
+        /// The chunk's sequence number.
+        seq: u64,
+    },
+    /// A number that was skipped (or comes before the first one): the recording has moved on
+    /// and cannot take it in its place, so it is refused, never acknowledged.
+    Late {
+        /// The chunk's sequence number.
+        seq: u64,
+    },
+    /// Storing it would open one gap more than [`MAX_GAPS`]; refused.
+    TooManyGaps {
         /// The chunk's sequence number.
         seq: u64,
     },
@@ -105,6 +123,7 @@ pub struct Session {
     metadata: Option<ClientValue>,
     connection: ConnectionId,
     started_at: Timestamp,
+    first_seq: Option<u64>,
     last_seq: Option<u64>,
     totals: AudioTotals,
     gaps: Vec<SeqGap>,
@@ -145,6 +164,7 @@ impl Session {
             metadata,
             connection,
             started_at: now,
+            first_seq: None,
             last_seq: None,
             totals: AudioTotals::default(),
             gaps: Vec::new(),
@@ -208,29 +228,45 @@ impl Session {
     /// Decides what to do with a chunk numbered `seq`, or with the next chunk when the client
     /// sends no numbers. The first number may be anything; after it, numbers must rise by one.
     pub fn admit(&self, seq: Option<u64>) -> Admission {
-        let expected = self.last_seq.map_or(1, |last| last.saturating_add(1));
-        let seq = match (seq, self.last_seq) {
-            (None, _) => expected,
-            (Some(seq), None) => return Admission::Store { seq, gap: None },
-            (Some(seq), Some(_)) => seq,
+        let (Some(first), Some(last)) = (self.first_seq, self.last_seq) else {
+            return Admission::Store {
+                seq: seq.unwrap_or(1),
+                gap: None,
+            };
         };
-        if seq < expected {
-            Admission::Duplicate { seq }
-        } else if seq == expected {
-            Admission::Store { seq, gap: None }
+        let expected = last.saturating_add(1);
+        let seq = seq.unwrap_or(expected);
+        if seq > expected {
+            return if self.gaps.len() >= MAX_GAPS {
+                Admission::TooManyGaps { seq }
+            } else {
+                Admission::Store {
+                    seq,
+                    gap: Some(SeqGap {
+                        from: expected,
+                        to: seq - 1,
+                    }),
+                }
+            };
+        }
+        if seq == expected && expected != last {
+            return Admission::Store { seq, gap: None };
+        }
+        let skipped = seq < first
+            || self
+                .gaps
+                .iter()
+                .any(|gap| (gap.from..=gap.to).contains(&seq));
+        if skipped {
+            Admission::Late { seq }
         } else {
-            Admission::Store {
-                seq,
-                gap: Some(SeqGap {
-                    from: expected,
-                    to: seq - 1,
-                }),
-            }
+            Admission::Duplicate { seq }
         }
     }
 
     /// Records that a chunk admitted as `seq` with `gap` was stored, `len` bytes long.
     pub fn record(&mut self, seq: u64, gap: Option<SeqGap>, len: usize) {
+        self.first_seq.get_or_insert(seq);
         self.last_seq = Some(seq);
         self.totals.bytes += len as u64;
         self.totals.chunks += 1;
@@ -245,6 +281,11 @@ impl Session {
     /// Notes that the session's connection went away at `now`, leaving it to be resumed.
     pub fn detach(&mut self, now: Timestamp) {
         self.detached_at = Some(now);
+    }
+
+    /// When the session's connection went away, if it is detached.
+    pub fn detached_at(&self) -> Option<Timestamp> {
+        self.detached_at
     }
 
     /// Whether a detached session has outlived the grace period at `now`.
@@ -275,8 +316,9 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session: what a sink needs to finish the recording.
-    pub fn finish(self, ending: SessionEnding, now: Timestamp) -> RecordingEnd {
+    /// What a sink needs to finish the recording, were the session to end now; the session
+    /// stays as it is, so that it can go on if finishing fails.
+    pub fn end_record(&self, ending: SessionEnding, now: Timestamp) -> RecordingEnd {
         RecordingEnd {
             recording: self.recording,
             session: self.id,
@@ -285,9 +327,14 @@ impl Session {
             totals: self.totals,
             duration: self.format.duration_of(self.totals.bytes),
             last_seq: self.last_seq,
-            gaps: self.gaps,
+            gaps: self.gaps.clone(),
             duplicates: self.duplicates,
         }
+    }
+
+    /// Ends the session: what a sink needs to finish the recording.
+    pub fn finish(self, ending: SessionEnding, now: Timestamp) -> RecordingEnd {
+        self.end_record(ending, now)
     }
 }
 
@@ -312,6 +359,7 @@ mod tests {
         match admission {
             Admission::Store { seq, gap } => session.record(seq, gap, 3_200),
             Admission::Duplicate { .. } => session.record_duplicate(),
+            Admission::Late { .. } | Admission::TooManyGaps { .. } => {}
         }
         admission
     }
@@ -356,8 +404,8 @@ mod tests {
             Admission::Duplicate { seq: 6 }
         );
         assert_eq!(
-            store(&mut session, Some(2)),
-            Admission::Duplicate { seq: 2 }
+            store(&mut session, Some(5)),
+            Admission::Duplicate { seq: 5 }
         );
         let end = session.finish(SessionEnding::Ended, T0);
         assert_eq!(
@@ -380,6 +428,84 @@ mod tests {
         assert_eq!(
             session.finish(SessionEnding::Ended, T0).gaps,
             [SeqGap { from: 2, to: 3 }]
+        );
+    }
+
+    #[test]
+    fn a_number_inside_a_gap_or_before_the_first_is_late_not_a_duplicate() {
+        let mut session = session();
+        store(&mut session, Some(5));
+        store(&mut session, Some(8));
+        assert_eq!(store(&mut session, Some(6)), Admission::Late { seq: 6 });
+        assert_eq!(store(&mut session, Some(7)), Admission::Late { seq: 7 });
+        assert_eq!(store(&mut session, Some(4)), Admission::Late { seq: 4 });
+        assert_eq!(
+            store(&mut session, Some(5)),
+            Admission::Duplicate { seq: 5 }
+        );
+        assert_eq!(
+            store(&mut session, Some(8)),
+            Admission::Duplicate { seq: 8 }
+        );
+        assert_eq!(session.totals().chunks, 2);
+    }
+
+    #[test]
+    fn the_largest_number_is_stored_once() {
+        let mut session = session();
+        assert_eq!(
+            store(&mut session, Some(MAX_SEQ)),
+            Admission::Store {
+                seq: MAX_SEQ,
+                gap: None
+            }
+        );
+        assert_eq!(
+            store(&mut session, Some(MAX_SEQ)),
+            Admission::Duplicate { seq: MAX_SEQ }
+        );
+        assert_eq!(
+            store(&mut session, Some(u64::MAX)),
+            Admission::Store {
+                seq: u64::MAX,
+                gap: Some(SeqGap {
+                    from: MAX_SEQ + 1,
+                    to: u64::MAX - 1
+                })
+            }
+        );
+        assert_eq!(
+            store(&mut session, Some(u64::MAX)),
+            Admission::Duplicate { seq: u64::MAX }
+        );
+        assert_eq!(
+            store(&mut session, None),
+            Admission::Duplicate { seq: u64::MAX },
+            "no number after the largest"
+        );
+    }
+
+    #[test]
+    fn the_gaps_a_session_remembers_are_bounded() {
+        let mut session = session();
+        for i in 0..=MAX_GAPS as u64 {
+            store(&mut session, Some(i * 2));
+        }
+        assert_eq!(
+            store(&mut session, Some(10_000_000)),
+            Admission::TooManyGaps { seq: 10_000_000 }
+        );
+        assert_eq!(
+            store(&mut session, None),
+            Admission::Store {
+                seq: MAX_GAPS as u64 * 2 + 1,
+                gap: None
+            },
+            "in order is still fine"
+        );
+        assert_eq!(
+            session.end_record(SessionEnding::Ended, T0).gaps.len(),
+            MAX_GAPS
         );
     }
 

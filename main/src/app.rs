@@ -96,6 +96,7 @@ impl App {
         let config = ServiceConfig {
             version: VERSION,
             resume_grace: settings.sessions.resume_grace_secs.duration(),
+            max_parked_sessions: settings.sessions.max_parked as usize,
         };
         let service = Arc::new(IngestService::new(
             Arc::new(InMemoryConnectionStore::new()),

@@ -146,6 +146,9 @@ pub struct SessionsConfig {
     /// Seconds a declared session whose connection dropped waits to be resumed before its
     /// recording is finished.
     pub resume_grace_secs: PositiveSeconds,
+    /// How many dropped sessions may wait to be resumed at once; beyond it the oldest is
+    /// finished. Each keeps its recording open, so this bounds what dropped connections pin.
+    pub max_parked: u32,
 }
 
 /// Listening socket and shutdown.
@@ -186,6 +189,8 @@ pub struct WsConfig {
     pub max_message_bytes: Bytes,
     /// Initial read buffer per connection, in bytes.
     pub read_buffer_bytes: Bytes,
+    /// Seconds a reply may wait for a client that is not reading before it is dropped.
+    pub send_timeout_secs: PositiveSeconds,
 }
 
 /// Logging.
@@ -357,6 +362,7 @@ impl Default for Settings {
             ws: WsConfig {
                 max_message_bytes: Bytes(ws.max_message_bytes),
                 read_buffer_bytes: Bytes(ws.read_buffer_bytes),
+                send_timeout_secs: PositiveSeconds(30),
             },
             log: LogConfig {
                 format: LogFormat::Pretty,
@@ -373,6 +379,7 @@ impl Default for Settings {
             },
             sessions: SessionsConfig {
                 resume_grace_secs: PositiveSeconds(60),
+                max_parked: 1_000,
             },
         }
     }
@@ -522,6 +529,7 @@ impl Settings {
                 close_timeout: WsSettings::default()
                     .close_timeout
                     .min(self.server.shutdown_grace_secs.duration() / 2),
+                send_timeout: self.ws.send_timeout_secs.duration(),
             },
             header_read_timeout: self.server.header_read_timeout_secs.duration(),
             shutdown_grace: self.server.shutdown_grace_secs.duration(),

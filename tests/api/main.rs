@@ -1,7 +1,6 @@
 //! Black-box tests: the real service on a free loopback port, driven by a real HTTP client and
 //! a real WebSocket client, one module per surface.
 
-mod backpressure;
 mod chat;
 mod compat;
 mod cors;

@@ -324,6 +324,14 @@ async fn session_end_after_a_burst_reports_totals_equal_to_what_was_sent() {
 
     let ended = replies.last().unwrap();
     let total: usize = sizes.iter().sum();
+    let path = app.recording(&format!("{}.wav", ended["recordingId"].as_str().unwrap()));
+    assert_eq!(wav_payload(&path).len(), total);
+    let (rate, channels, _) = tools::soxi(&path);
+    assert_eq!(
+        (rate, channels),
+        (48_000, 2),
+        "sox reads the 48 kHz stereo WAV"
+    );
     assert_eq!(ended["type"], "session_ended");
     assert_eq!(
         (ended["totalBytes"].as_u64(), ended["totalChunks"].as_u64()),
@@ -368,14 +376,23 @@ async fn every_malformed_session_message_gets_an_error_with_a_stable_code_and_th
     let app = spawn_app().await;
     let mut client = app.connect().await;
     client.next_json().await;
+    let session_id = "6f1c2d3e-4b5a-4c6d-8e7f-001122334455";
     let cases = [
         (json!({"type": "session_start"}), "invalid_format"),
+        (
+            json!({"type": "session_start", "format": "pcm_s16le"}),
+            "invalid_format",
+        ),
         (
             json!({"type": "session_start", "format": {"encoding": "mp3"}}),
             "unsupported_encoding",
         ),
         (
             json!({"type": "session_start", "format": {"encoding": "pcm_s16le"}}),
+            "invalid_format",
+        ),
+        (
+            json!({"type": "session_start", "format": {"encoding": "pcm_s16le", "sampleRate": "16000"}}),
             "invalid_format",
         ),
         (
@@ -395,6 +412,14 @@ async fn every_malformed_session_message_gets_an_error_with_a_stable_code_and_th
             json!({"type": "session_resume", "sessionId": "x", "resumeToken": "y"}),
             "invalid_resume",
         ),
+        (
+            json!({"type": "session_resume", "sessionId": session_id, "resumeToken": 12}),
+            "invalid_resume",
+        ),
+        (
+            json!({"type": "session_resume", "sessionId": session_id, "resumeToken": "t", "lastSeq": "3"}),
+            "invalid_seq",
+        ),
         (json!({"type": "session_end"}), "no_active_session"),
         (json!({"type": "audio_commit"}), "no_active_session"),
         (json!({"type": "audio_clear"}), "not_supported"),
@@ -404,6 +429,14 @@ async fn every_malformed_session_message_gets_an_error_with_a_stable_code_and_th
         ),
         (
             json!({"type": "audio", "data": "AQID", "seq": "7"}),
+            "invalid_seq",
+        ),
+        (
+            json!({"type": "audio", "data": "AQID", "seq": 1.5}),
+            "invalid_seq",
+        ),
+        (
+            json!({"type": "audio", "data": "AQID", "seq": 9_007_199_254_740_992_u64}),
             "invalid_seq",
         ),
     ];
@@ -419,9 +452,9 @@ async fn every_malformed_session_message_gets_an_error_with_a_stable_code_and_th
             "a readable reason: {reply}"
         );
     }
-    // After a failed session_start the connection speaks sessions: audio needs a session.
-    client.send_binary(vec![1, 2, 3]).await;
-    assert_eq!(client.next_json().await["code"], "no_active_session");
+    // Refused declarations leave the original protocol in place: binary JSON still works.
+    client.send_binary(br#"{"type":"ping"}"#.to_vec()).await;
+    assert_eq!(client.next_json().await["type"], "pong");
     client.start_session(PCM_16K()).await;
     let again = client
         .ask(&json!({"type": "session_start", "format": PCM_16K()}))
@@ -429,4 +462,107 @@ async fn every_malformed_session_message_gets_an_error_with_a_stable_code_and_th
     assert_eq!(again["code"], "session_already_active");
     client.send_binary(Vec::new()).await;
     assert_eq!(client.next_json().await["code"], "invalid_audio");
+    client.send_audio_seq(&[1; 2], 1).await;
+    client.next_json().await;
+    client.send_audio_seq(&[3; 2], 3).await;
+    client.next_json().await;
+    client.send_audio_seq(&[2; 2], 2).await;
+    let late = client.next_json().await;
+    assert_eq!(
+        (late["type"].as_str(), late["code"].as_str()),
+        (Some("error"), Some("late_chunk")),
+        "a skipped chunk is never acknowledged"
+    );
+    client.send_binary(Vec::new()).await;
+    assert_eq!(client.next_json().await["code"], "invalid_audio");
+}
+
+#[tokio::test]
+async fn a_resume_takes_over_at_once_even_when_the_old_socket_is_stuck_sending() {
+    // Arrange: the old client starts a session, then floods frames and never reads, so the
+    // server's acknowledgements back up until its sends block.
+    let app = spawn_app().await;
+    let mut old = aimcs_tests::raw_ws::RawSocket::connect_with_small_receive_buffer(app.addr).await;
+    old.read_frame().await.expect("the greeting");
+    let session = old
+        .ask(&json!({"type": "session_start", "format": PCM_16K()}).to_string())
+        .await;
+    let mut writer = old.into_writer();
+    let flood = tokio::spawn(async move {
+        let frame = aimcs_tests::raw_ws::masked_binary(&[0, 0]);
+        for _ in 0..200_000 {
+            if tokio::io::AsyncWriteExt::write_all(&mut writer, &frame)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Act
+    let mut new = app.connect().await;
+    new.next_json().await;
+    let started = std::time::Instant::now();
+    let resumed = new.ask(&json!({"type": "session_resume", "sessionId": session["sessionId"], "resumeToken": session["resumeToken"]})).await;
+
+    // Assert
+    assert_eq!(resumed["type"], "session_resumed", "{resumed}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the resume took {:?}",
+        started.elapsed()
+    );
+    flood.abort();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_keep_its_recording_from_being_finished_at_shutdown() {
+    let mut app = spawn_app().await;
+    let mut stuck =
+        aimcs_tests::raw_ws::RawSocket::connect_with_small_receive_buffer(app.addr).await;
+    stuck.read_frame().await.expect("the greeting");
+    let session = stuck
+        .ask(&json!({"type": "session_start", "format": PCM_16K()}).to_string())
+        .await;
+    let mut writer = stuck.into_writer();
+    let flood = tokio::spawn(async move {
+        let frame = aimcs_tests::raw_ws::masked_binary(&[0, 0]);
+        for _ in 0..200_000 {
+            if tokio::io::AsyncWriteExt::write_all(&mut writer, &frame)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    app.trigger_shutdown();
+    let started = std::time::Instant::now();
+    let report = app.shut_down_keeping_recordings().await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(report.0.drained, "{:?}", report.0);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(
+            report
+                .1
+                .path()
+                .join(format!("{}.json", session["recordingId"].as_str().unwrap())),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (manifest["state"].as_str(), manifest["ending"].as_str()),
+        (Some("complete"), Some("shutdown"))
+    );
+    flood.abort();
 }

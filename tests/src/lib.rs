@@ -207,6 +207,24 @@ impl TestApp {
             .expect("the server task does not panic")
     }
 
+    /// Shuts down and hands over the recordings directory, for tests that inspect what
+    /// shutdown left in it.
+    pub async fn shut_down_keeping_recordings(
+        mut self,
+    ) -> (aimcs_backend::ShutdownReport, tempfile::TempDir) {
+        self.trigger_shutdown();
+        let running = self.running.take().expect("not yet shut down");
+        let report = tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("shutdown completes")
+            .expect("the server task does not panic");
+        let recordings = std::mem::replace(
+            &mut self.recordings,
+            tempfile::tempdir().expect("a placeholder"),
+        );
+        (report, recordings)
+    }
+
     /// Asks the service to shut down without waiting.
     pub fn trigger_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -402,6 +420,18 @@ pub mod raw {
 /// A WebSocket client written on a bare TCP socket, for frames no library client will send
 /// (invalid UTF-8, unmasked frames) and for clients that misbehave on purpose.
 pub mod raw_ws {
+    /// One masked binary frame of `payload`, as a client sends it.
+    pub fn masked_binary(payload: &[u8]) -> Vec<u8> {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![
+            0x82,
+            0x80 | u8::try_from(payload.len()).expect("a short payload"),
+        ];
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        frame
+    }
+
     use std::net::SocketAddr;
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -433,7 +463,20 @@ pub mod raw_ws {
     impl RawSocket {
         /// Connects to `/ws/audio` and completes the handshake.
         pub async fn connect(addr: SocketAddr) -> Self {
-            let mut stream = TcpStream::connect(addr).await.expect("the server accepts");
+            Self::handshake(TcpStream::connect(addr).await.expect("the server accepts")).await
+        }
+
+        /// Connects with a small receive buffer, for a client that stops reading and must make
+        /// the server's sends block soon.
+        pub async fn connect_with_small_receive_buffer(addr: SocketAddr) -> Self {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket
+                .set_recv_buffer_size(4_096)
+                .expect("a receive buffer size");
+            Self::handshake(socket.connect(addr).await.expect("the server accepts")).await
+        }
+
+        async fn handshake(mut stream: TcpStream) -> Self {
             let request = "GET /ws/audio HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
             stream
@@ -489,6 +532,23 @@ pub mod raw_ws {
                 .write_all(&frame)
                 .await
                 .expect("the frame is sent");
+        }
+
+        /// Sends `text` as a text frame and reads frames until a text reply, which it returns
+        /// as JSON.
+        pub async fn ask(&mut self, text: &str) -> serde_json::Value {
+            self.send_frame(1, text.as_bytes(), true).await;
+            loop {
+                let frame = self.read_frame().await.expect("a reply");
+                if frame.opcode == 1 {
+                    return serde_json::from_slice(&frame.payload).expect("a JSON reply");
+                }
+            }
+        }
+
+        /// Splits off the writing half, for a client that writes without reading.
+        pub fn into_writer(self) -> tokio::net::tcp::OwnedWriteHalf {
+            self.stream.into_split().1
         }
 
         /// The next frame from the server, or `None` once it has closed the connection.

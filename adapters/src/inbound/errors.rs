@@ -25,6 +25,8 @@ pub enum ErrorCode {
     RecordingUnavailable,
     /// A `seq` that is not a whole number from 0 up.
     InvalidSeq,
+    /// A chunk whose number was skipped; the recording has moved past it.
+    LateChunk,
     /// A `session_start` with an encoding the service does not take.
     UnsupportedEncoding,
     /// A `session_start` whose format is missing, malformed or contradictory.
@@ -86,6 +88,7 @@ impl ErrorCode {
             Self::AudioNotStored => "audio_not_stored",
             Self::RecordingUnavailable => "recording_unavailable",
             Self::InvalidSeq => "invalid_seq",
+            Self::LateChunk => "late_chunk",
             Self::UnsupportedEncoding => "unsupported_encoding",
             Self::InvalidFormat => "invalid_format",
             Self::InvalidResume => "invalid_resume",
@@ -133,7 +136,8 @@ impl ErrorCode {
             Self::SessionAlreadyActive
             | Self::NoActiveSession
             | Self::SessionInUse
-            | Self::Superseded => StatusCode::CONFLICT,
+            | Self::Superseded
+            | Self::LateChunk => StatusCode::CONFLICT,
             Self::SessionNotFound | Self::SessionExpired => StatusCode::NOT_FOUND,
             Self::InvalidResumeToken => StatusCode::FORBIDDEN,
             Self::MessageTooBig | Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -168,6 +172,7 @@ pub fn rejection_code(rejection: &Rejection) -> ErrorCode {
         Rejection::MalformedMessage(_) => ErrorCode::MalformedMessage,
         Rejection::InvalidAudio(_) => ErrorCode::InvalidAudio,
         Rejection::InvalidSeq(_) => ErrorCode::InvalidSeq,
+        Rejection::LateChunk(_) => ErrorCode::LateChunk,
         Rejection::UnsupportedEncoding(_) => ErrorCode::UnsupportedEncoding,
         Rejection::InvalidFormat(_) => ErrorCode::InvalidFormat,
         Rejection::InvalidResume(_) => ErrorCode::InvalidResume,
@@ -226,12 +231,13 @@ mod tests {
 
     use super::*;
 
-    const ALL: [ErrorCode; 30] = [
+    const ALL: [ErrorCode; 31] = [
         ErrorCode::MalformedMessage,
         ErrorCode::InvalidAudio,
         ErrorCode::AudioNotStored,
         ErrorCode::RecordingUnavailable,
         ErrorCode::InvalidSeq,
+        ErrorCode::LateChunk,
         ErrorCode::UnsupportedEncoding,
         ErrorCode::InvalidFormat,
         ErrorCode::InvalidResume,

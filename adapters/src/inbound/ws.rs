@@ -30,6 +30,9 @@ pub struct WsSettings {
     /// How long a closing connection waits for the peer's close frame before dropping it; on
     /// shutdown, HTTP connections get as long to finish their request.
     pub close_timeout: Duration,
+    /// How long a reply may wait for a client that is not reading before the client is
+    /// dropped.
+    pub send_timeout: Duration,
 }
 
 impl Default for WsSettings {
@@ -38,6 +41,7 @@ impl Default for WsSettings {
             max_message_bytes: 1024 * 1024,
             read_buffer_bytes: 4 * 1024,
             close_timeout: Duration::from_secs(2),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -234,12 +234,21 @@ impl FileAudioSink {
                     .map_err(|e| FileSinkError::new("cannot repair recording", path, e))?,
                 None => 0,
             };
+            // The audio file was written last, so its modification time is when recording
+            // stopped; what only the session knew (chunks, gaps, duplicates, last seq) is unknown.
+            let stopped = audio
+                .as_deref()
+                .and_then(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+                .unwrap_or(modified);
             manifest.state = State::Interrupted;
             manifest.ending = Some("interrupted".to_owned());
             manifest.bytes = data_len;
             manifest.chunks = None;
+            manifest.last_seq = None;
+            manifest.gaps = None;
+            manifest.duplicates = None;
             manifest.ended_at = Some(crate::wire::timestamp::to_iso(system_time_to_timestamp(
-                modified,
+                stopped,
             )));
             manifest
                 .write(&manifest_path, true)
@@ -316,6 +325,11 @@ impl AudioSink for FileAudioSink {
     async fn open(&self, start: RecordingStart) -> Result<(), SinkError> {
         let (dir, fsync) = (self.settings.dir.clone(), self.settings.fsync);
         let id = start.recording;
+        // Opening a recording that is open already is not an error: a caller retrying after a
+        // partial failure (a fanout) must not be refused by the part that succeeded.
+        if self.open_recordings().contains_key(&id) {
+            return Ok(());
+        }
         let created =
             tokio::task::spawn_blocking(move || Recording::create(&start, dir, fsync)).await;
         let recording = match created {
@@ -554,6 +568,11 @@ impl Recording {
     }
 
     fn finish(&mut self, end: &RecordingEnd) -> io::Result<()> {
+        // RIFF chunks are word-aligned: an odd number of sample bytes takes a pad byte, which
+        // the data length does not count.
+        if let (Layout::Wav { .. }, Some(file), 1) = (self.layout, &self.file, self.data_len % 2) {
+            file.write_all_at(&[0], wav::HEADER_LEN + self.data_len)?;
+        }
         self.commit()?;
         self.manifest.finish(end);
         self.write_manifest()

@@ -20,6 +20,7 @@ const GRACE: Duration = Duration::from_secs(30);
 const CONFIG: ServiceConfig = ServiceConfig {
     version: "1.0.0",
     resume_grace: GRACE,
+    max_parked_sessions: 100,
 };
 
 /// A clock that reads `now` (milliseconds), which a test can move forward.
@@ -388,7 +389,10 @@ async fn closing_an_original_connection_finishes_its_recording_and_forgets_it() 
     let id = connection.id();
 
     // Act
-    service.close_connection(connection).await.unwrap();
+    service
+        .close_connection(connection, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
 
     // Assert
     assert_eq!(*removed.lock().unwrap(), Some(id));
@@ -401,7 +405,10 @@ async fn closing_a_connection_without_audio_does_not_touch_the_sink() {
     let service = service(accepting_store(), sink);
     let connection = opened(&service).await;
 
-    service.close_connection(connection).await.unwrap();
+    service
+        .close_connection(connection, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -417,7 +424,9 @@ async fn a_recording_that_cannot_be_finished_still_lets_the_connection_be_forgot
     let mut connection = opened(&service).await;
     ask(&service, &mut connection, audio(b"abc", None)).await;
 
-    let result = service.close_connection(connection).await;
+    let result = service
+        .close_connection(connection, SessionEnding::ConnectionClosed)
+        .await;
 
     assert!(
         matches!(result, Err(CloseConnectionError::Sink { .. })),
@@ -435,7 +444,9 @@ async fn a_store_that_cannot_forget_a_connection_is_reported() {
     let service = service(store, MockAudioSink::new());
     let connection = opened(&service).await;
 
-    let result = service.close_connection(connection).await;
+    let result = service
+        .close_connection(connection, SessionEnding::ConnectionClosed)
+        .await;
 
     assert!(
         matches!(
@@ -664,7 +675,10 @@ async fn a_dropped_session_is_parked_and_resumed_on_a_new_connection_where_it_le
     let (mut first, info) = started(&service).await;
     ask(&service, &mut first, audio(b"aa", Some(1))).await;
     ask(&service, &mut first, audio(b"bb", Some(2))).await;
-    service.close_connection(first).await.unwrap();
+    service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
 
     // Act
     let mut second = opened(&service).await;
@@ -706,7 +720,10 @@ async fn a_resume_with_the_wrong_token_is_refused_and_the_session_stays_parked()
     store.expect_count().returning(|| Ok(0));
     let service = service(store, accepting_sink());
     let (first, info) = started(&service).await;
-    service.close_connection(first).await.unwrap();
+    service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
     let mut second = opened(&service).await;
 
     let reply = ask(
@@ -734,7 +751,10 @@ async fn a_resume_after_the_grace_period_finishes_the_recording_and_is_refused()
         .returning(|_| Ok(()));
     let (service, now) = service_with_clock(accepting_store(), sink);
     let (first, info) = started(&service).await;
-    service.close_connection(first).await.unwrap();
+    service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
     now.fetch_add(GRACE.as_millis() as i64 + 1, Ordering::SeqCst);
 
     // Act
@@ -802,7 +822,10 @@ async fn parked_sessions_past_the_grace_period_are_finished_by_expiry() {
         .returning(|_| Ok(()));
     let (service, now) = service_with_clock(accepting_store(), sink);
     let (first, _) = started(&service).await;
-    service.close_connection(first).await.unwrap();
+    service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
 
     assert_eq!(
         service.expire_sessions().await,
@@ -825,10 +848,127 @@ async fn at_shutdown_parked_sessions_are_finished() {
     let service = service(accepting_store(), sink);
     for _ in 0..2 {
         let (connection, _) = started(&service).await;
-        service.close_connection(connection).await.unwrap();
+        service
+            .close_connection(connection, SessionEnding::ConnectionClosed)
+            .await
+            .unwrap();
     }
 
     assert_eq!(service.finish_parked_sessions().await, 2);
+}
+
+#[tokio::test]
+async fn a_session_end_the_sink_cannot_finish_leaves_the_session_active_to_try_again() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    let mut attempts = 0;
+    sink.expect_close().times(2).returning(move |_| {
+        attempts += 1;
+        if attempts == 1 {
+            Err(unavailable())
+        } else {
+            Ok(())
+        }
+    });
+    let service = service(accepting_store(), sink);
+    let (mut connection, _) = started(&service).await;
+
+    let first = service
+        .handle_client_message(&mut connection, ClientMessage::SessionEnd)
+        .await;
+    let second = ask(&service, &mut connection, ClientMessage::SessionEnd).await;
+
+    assert!(
+        matches!(
+            first,
+            Err(HandleClientMessageError::Recording {
+                action: "finished",
+                ..
+            })
+        ),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, ServerMessage::SessionEnded(_)),
+        "{second:?}"
+    );
+    assert!(connection.session().is_none());
+}
+
+#[tokio::test]
+async fn a_late_chunk_is_refused_without_reaching_the_sink() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().times(2).returning(|_, _, _| Ok(()));
+    let service = service(accepting_store(), sink);
+    let (mut connection, _) = started(&service).await;
+    ask(&service, &mut connection, audio(b"a", Some(1))).await;
+    ask(&service, &mut connection, audio(b"c", Some(3))).await;
+
+    let reply = ask(&service, &mut connection, audio(b"b", Some(2))).await;
+
+    assert_eq!(reply, ServerMessage::Rejected(Rejection::LateChunk(2)));
+}
+
+#[tokio::test]
+async fn beyond_the_limit_of_parked_sessions_the_oldest_is_finished() {
+    // Arrange: room for two parked sessions.
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&finished);
+    sink.expect_close().returning(move |end| {
+        log.lock().unwrap().push((end.session, end.ending));
+        Ok(())
+    });
+    let now = Arc::new(AtomicI64::new(T0.unix_millis()));
+    let config = ServiceConfig {
+        max_parked_sessions: 2,
+        ..CONFIG
+    };
+    let service = IngestService::new(
+        Arc::new(accepting_store()),
+        Arc::new(clock(Arc::clone(&now))),
+        Arc::new(sink),
+        config,
+    );
+    let mut ids = Vec::new();
+
+    // Act: three sessions drop, one after the other.
+    for _ in 0..3 {
+        let (connection, info) = started(&service).await;
+        ids.push(info.session);
+        service
+            .close_connection(connection, SessionEnding::ConnectionClosed)
+            .await
+            .unwrap();
+        now.fetch_add(1, Ordering::SeqCst);
+    }
+
+    // Assert
+    assert_eq!(
+        *finished.lock().unwrap(),
+        [(ids[0], SessionEnding::Evicted)]
+    );
+}
+
+#[tokio::test]
+async fn at_shutdown_an_original_clients_recording_ends_as_shutdown() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write().returning(|_, _, _| Ok(()));
+    sink.expect_close()
+        .withf(|end| end.ending == SessionEnding::Shutdown)
+        .times(1)
+        .returning(|_| Ok(()));
+    let service = service(accepting_store(), sink);
+    let mut connection = opened(&service).await;
+    ask(&service, &mut connection, audio(b"abc", None)).await;
+
+    service
+        .close_connection(connection, SessionEnding::Shutdown)
+        .await
+        .unwrap();
 }
 
 // === reports and chat ===

@@ -294,13 +294,17 @@ fn an_invalid_format_is_refused_with_the_reason() {
 }
 
 #[test]
-fn ending_takes_the_session_off_and_a_second_end_finds_none() {
+fn ending_keeps_the_session_until_it_is_taken_then_a_second_end_finds_none() {
     let mut connection = started();
     assert!(matches!(
         connection.decide(ClientMessage::SessionEnd, T0),
-        Decision::End(_)
+        Decision::End
     ));
-    assert!(connection.session().is_none());
+    assert!(
+        connection.session().is_some(),
+        "still active until the recording is finished"
+    );
+    connection.take_session();
     assert_eq!(
         format!("{:?}", connection.decide(ClientMessage::SessionEnd, T0)),
         rejected(Rejection::NoActiveSession)
@@ -308,9 +312,55 @@ fn ending_takes_the_session_off_and_a_second_end_finds_none() {
 }
 
 #[test]
+fn a_refused_session_start_leaves_the_original_dialect() {
+    let mut connection = connection();
+    let bad = ClientMessage::SessionStart {
+        format: FormatRequest {
+            encoding: Encoding::Opus,
+            container: None,
+            sample_rate: None,
+            channels: None,
+        },
+        metadata: None,
+    };
+    connection.decide(bad, T0);
+    assert!(!connection.binary_frames_are_audio());
+}
+
+#[test]
+fn a_late_chunk_is_refused_and_never_acknowledged() {
+    let mut connection = started();
+    store(&mut connection, audio(&[1], Some(1)));
+    store(&mut connection, audio(&[3], Some(3)));
+    assert_eq!(
+        format!("{:?}", connection.decide(audio(&[2], Some(2)), T0)),
+        rejected(Rejection::LateChunk(2))
+    );
+}
+
+#[test]
+fn a_numbered_empty_audio_message_gets_its_number_back() {
+    let mut connection = started();
+    let empty = ClientMessage::Audio(AudioMessage {
+        encoded_size: 0,
+        payload: AudioPayload::Empty,
+        seq: Some(4),
+    });
+    let Decision::Reply(ServerMessage::AudioReceived {
+        progress: Some(progress),
+        ..
+    }) = connection.decide(empty, T0)
+    else {
+        panic!("an ack with progress")
+    };
+    assert_eq!((progress.seq, progress.totals.chunks), (4, 0));
+}
+
+#[test]
 fn audio_after_the_end_of_a_declared_session_needs_a_new_session() {
     let mut connection = started();
     connection.decide(ClientMessage::SessionEnd, T0);
+    connection.take_session();
     assert_eq!(
         format!("{:?}", connection.decide(audio(&[1], Some(2)), T0)),
         rejected(Rejection::NoActiveSession)

@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use aimcs_application::HandleClientMessageError;
-use aimcs_domain::{AudioChunk, ClientMessage, Connection, Rejection, ServerMessage, Stamped};
+use aimcs_domain::{
+    AudioChunk, ClientMessage, Connection, Rejection, ServerMessage, SessionEnding, Stamped,
+};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -33,9 +35,9 @@ type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// the same, so clients that reconnect on it keep doing so.
 const SHUTDOWN_CLOSE: (u16, &str) = (1000, "Server shutting down");
 
-/// How often, and how many times, a resume asks again for a session whose holder is between
-/// letting go and having let go.
-const RESUME_RETRY: (Duration, u32) = (Duration::from_millis(50), 40);
+/// How long a resume waits before asking again for a session whose holder is between letting
+/// go and having let go.
+const RESUME_RETRY: Duration = Duration::from_millis(50);
 
 /// Why the read loop ended.
 enum Ending {
@@ -75,10 +77,9 @@ pub(super) async fn run(
         context: &context,
         membership: None,
     };
-    let ending = if task.send(&greeting).await.is_err() {
-        Ending::ClientGone
-    } else {
-        task.serve().await
+    let ending = match task.send(&greeting).await {
+        Err(ending) => ending,
+        Ok(()) => task.serve().await,
     };
 
     let Task {
@@ -90,7 +91,16 @@ pub(super) async fn run(
     let (id, stats) = (connection.id(), connection.stats());
     // The session is let go of before the close handshake, so that a client reconnecting at
     // once can resume it while this socket is still closing.
-    if let Err(error) = context.service.close_connection(connection).await {
+    let ending_of_implicit = if context.shutdown.is_cancelled() {
+        SessionEnding::Shutdown
+    } else {
+        SessionEnding::ConnectionClosed
+    };
+    if let Err(error) = context
+        .service
+        .close_connection(connection, ending_of_implicit)
+        .await
+    {
         tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "connection did not close cleanly");
     }
     if membership.is_some() {
@@ -109,7 +119,11 @@ pub(super) async fn run(
 
 /// Closes a connection whose upgrade never completed.
 pub(super) async fn abandon(connection: Connection, context: &WsContext) {
-    if let Err(error) = context.service.close_connection(connection).await {
+    if let Err(error) = context
+        .service
+        .close_connection(connection, SessionEnding::ConnectionClosed)
+        .await
+    {
         tracing::error!(error = %error, "abandoned connection did not close cleanly");
     }
 }
@@ -150,46 +164,42 @@ impl Task<'_> {
                 )) => continue,
                 Some(Err(error)) => return self.ending_for(error).await,
             };
-            if self.handle(message).await.is_err() {
-                return Ending::ClientGone;
+            if let Err(ending) = self.handle(message).await {
+                return ending;
             }
         }
     }
 
-    /// Carries out one message and sends its reply.
-    async fn handle(&mut self, message: ClientMessage) -> Result<(), WsError> {
-        // A resume may have to wait for another connection to let go; it is retried as sent.
-        let mut retry =
-            matches!(message, ClientMessage::SessionResume { .. }).then(|| message.clone());
+    /// Carries out one message and sends its reply; an `Err` ends the connection.
+    async fn handle(&mut self, message: ClientMessage) -> Result<(), Ending> {
+        // A resume may have to wait for another connection to let go; it is retried as sent,
+        // for at most twice the close timeout.
+        let retry = matches!(message, ClientMessage::SessionResume { .. }).then(|| message.clone());
         let mut outcome = self
             .context
             .service
             .handle_client_message(&mut self.connection, message)
             .await;
-        let mut attempts = 0;
-        while let (Err(HandleClientMessageError::SessionHeld { holder, .. }), Some(message)) =
-            (&outcome, retry.take())
-        {
-            if attempts == RESUME_RETRY.1 {
-                break;
-            }
-            attempts += 1;
-            match self.context.hub.supersede(*holder) {
-                Some(released) => {
-                    let _ = tokio::time::timeout(
-                        self.context.settings.close_timeout,
-                        released.cancelled(),
-                    )
-                    .await;
+        if let Some(message) = retry {
+            let deadline = tokio::time::Instant::now() + self.context.settings.close_timeout * 2;
+            while let Err(HandleClientMessageError::SessionHeld { holder, .. }) = &outcome {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if remaining.is_zero() {
+                    break;
                 }
-                None => tokio::time::sleep(RESUME_RETRY.0).await,
+                match self.context.hub.supersede(*holder) {
+                    Some(released) => {
+                        let _ = tokio::time::timeout(remaining, released.cancelled()).await;
+                    }
+                    // The holder is between letting go and having let go.
+                    None => tokio::time::sleep(RESUME_RETRY.min(remaining)).await,
+                }
+                outcome = self
+                    .context
+                    .service
+                    .handle_client_message(&mut self.connection, message.clone())
+                    .await;
             }
-            retry = Some(message.clone());
-            outcome = self
-                .context
-                .service
-                .handle_client_message(&mut self.connection, message)
-                .await;
         }
         match outcome {
             Ok(reply) => {
@@ -235,11 +245,17 @@ impl Task<'_> {
             "session resumed on another connection; closing"
         );
         let detail = format!("session {session} was resumed on another connection");
-        let _ = self.send_error(ErrorCode::Superseded, &detail).await;
-        Ending::Close(
-            ErrorCode::Superseded.close_code().unwrap_or(1000),
-            "session resumed on another connection".into(),
-        )
+        // Best effort and bounded: a client that stopped reading gets the close code only.
+        self.out.clear();
+        encode_error(
+            ErrorCode::Superseded,
+            &detail,
+            self.context.service.now(),
+            &mut self.out,
+        );
+        let notice = self.socket.send(Message::text(self.out.as_str()));
+        let _ = tokio::time::timeout(self.context.settings.close_timeout, notice).await;
+        superseded_ending()
     }
 
     /// What a read error means for the connection.
@@ -280,21 +296,53 @@ impl Task<'_> {
         Ending::Close(close_code, reason)
     }
 
-    async fn send(&mut self, message: &Stamped<ServerMessage>) -> Result<(), WsError> {
+    async fn send(&mut self, message: &Stamped<ServerMessage>) -> Result<(), Ending> {
         self.out.clear();
         encode(
             message,
             self.context.settings.max_message_bytes,
             &mut self.out,
         );
-        self.socket.send(Message::text(self.out.as_str())).await
+        self.send_out().await
     }
 
-    async fn send_error(&mut self, code: ErrorCode, detail: &str) -> Result<(), WsError> {
+    async fn send_error(&mut self, code: ErrorCode, detail: &str) -> Result<(), Ending> {
         self.out.clear();
         encode_error(code, detail, self.context.service.now(), &mut self.out);
-        self.socket.send(Message::text(self.out.as_str())).await
+        self.send_out().await
     }
+
+    /// Sends what is in `out`. A client that stops reading fills its socket's buffer and the
+    /// send waits; it never waits past the send timeout, and shutdown or a resume elsewhere
+    /// interrupt it, so a stuck client cannot hold its session or the service's exit.
+    async fn send_out(&mut self) -> Result<(), Ending> {
+        let superseded = self.membership.as_ref().map(|m| m.superseded.clone());
+        let shutdown = self.context.shutdown.clone();
+        let timeout = self.context.settings.send_timeout;
+        tokio::select! {
+            sent = tokio::time::timeout(timeout, self.socket.send(Message::text(self.out.as_str()))) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Ending::ClientGone),
+                Err(_) => {
+                    tracing::warn!(timeout_secs = timeout.as_secs(), "client stopped reading; dropping it");
+                    Err(Ending::ClientGone)
+                }
+            },
+            () = shutdown.cancelled() => Err(Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned())),
+            () = cancelled(superseded) => {
+                tracing::info!("session resumed on another connection while a reply was stuck; closing");
+                Err(superseded_ending())
+            }
+        }
+    }
+}
+
+/// How a connection whose session was taken by a resume ends.
+fn superseded_ending() -> Ending {
+    Ending::Close(
+        ErrorCode::Superseded.close_code().unwrap_or(1000),
+        "session resumed on another connection".into(),
+    )
 }
 
 /// Completes when `token` is cancelled; never, without one.
@@ -312,8 +360,10 @@ async fn close(socket: &mut Socket, code: u16, reason: String, context: &WsConte
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    if socket.close(Some(frame)).await.is_err() {
-        return;
+    // Bounded: a client that stopped reading cannot take even the close frame.
+    match tokio::time::timeout(context.settings.close_timeout, socket.close(Some(frame))).await {
+        Ok(Ok(())) => {}
+        _ => return,
     }
     let drained = tokio::time::timeout(context.settings.close_timeout, async {
         while let Some(Ok(_)) = socket.next().await {}

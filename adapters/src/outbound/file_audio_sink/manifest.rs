@@ -77,8 +77,10 @@ pub(super) struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) duration_ms: Option<u64>,
     pub(super) last_seq: Option<u64>,
-    pub(super) gaps: Vec<GapRecord>,
-    pub(super) duplicates: u64,
+    /// Unknown (`null`) after a crash.
+    pub(super) gaps: Option<Vec<GapRecord>>,
+    /// Unknown (`null`) after a crash.
+    pub(super) duplicates: Option<u64>,
 }
 
 impl Manifest {
@@ -102,8 +104,8 @@ impl Manifest {
             chunks: Some(0),
             duration_ms: None,
             last_seq: None,
-            gaps: Vec::new(),
-            duplicates: 0,
+            gaps: Some(Vec::new()),
+            duplicates: Some(0),
         }
     }
 
@@ -118,15 +120,16 @@ impl Manifest {
             .duration
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.last_seq = end.last_seq;
-        self.gaps = end
-            .gaps
-            .iter()
-            .map(|g| GapRecord {
-                from: g.from,
-                to: g.to,
-            })
-            .collect();
-        self.duplicates = end.duplicates;
+        self.gaps = Some(
+            end.gaps
+                .iter()
+                .map(|g| GapRecord {
+                    from: g.from,
+                    to: g.to,
+                })
+                .collect(),
+        );
+        self.duplicates = Some(end.duplicates);
     }
 
     /// Reads a manifest.
@@ -160,6 +163,8 @@ fn ending_name(ending: SessionEnding) -> &'static str {
         SessionEnding::ConnectionClosed => "connection_closed",
         SessionEnding::Expired => "expired",
         SessionEnding::Shutdown => "shutdown",
+        SessionEnding::Failed => "failed",
+        SessionEnding::Evicted => "evicted",
     }
 }
 

@@ -23,12 +23,14 @@ pub(super) fn header(
     let block_align = channels * (bits / 8);
     let byte_rate = sample_rate * u32::from(block_align);
     let data_len = u32::try_from(data_len)
-        .unwrap_or(u32::MAX - 36)
-        .min(u32::MAX - 36);
+        .unwrap_or(u32::MAX - 37)
+        .min(u32::MAX - 37);
 
     let mut header = [0_u8; 44];
     header[0..4].copy_from_slice(b"RIFF");
-    header[4..8].copy_from_slice(&(36 + data_len).to_le_bytes());
+    // The RIFF size counts the pad byte an odd data length is followed by.
+    let pad = data_len % 2;
+    header[4..8].copy_from_slice(&(36 + data_len + pad).to_le_bytes());
     header[8..12].copy_from_slice(b"WAVE");
     header[12..16].copy_from_slice(b"fmt ");
     header[16..20].copy_from_slice(&16_u32.to_le_bytes());
@@ -101,7 +103,17 @@ mod tests {
         let header = header(SampleEncoding::PcmS16le, 16_000, 1, 5 << 30);
         assert_eq!(
             u32::from_le_bytes(header[4..8].try_into().unwrap()),
-            u32::MAX
+            u32::MAX - 1
         );
+    }
+
+    #[test]
+    fn an_odd_length_counts_its_pad_byte_in_the_riff_size_only() {
+        let header = header(SampleEncoding::Mulaw, 8_000, 1, 41);
+        assert_eq!(
+            u32::from_le_bytes(header[4..8].try_into().unwrap()),
+            36 + 42
+        );
+        assert_eq!(u32::from_le_bytes(header[40..44].try_into().unwrap()), 41);
     }
 }

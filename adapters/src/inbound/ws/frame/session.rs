@@ -2,7 +2,8 @@
 //! audio `seq`), each checked with an error that says what to send instead.
 
 use aimcs_domain::{
-    ClientMessage, ClientValue, Container, Encoding, FormatRequest, Rejection, SampleEncoding,
+    ClientMessage, ClientValue, Container, Encoding, FormatRequest, MAX_SEQ, Rejection,
+    SampleEncoding,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -15,12 +16,16 @@ pub(super) fn seq(raw: Option<&RawValue>) -> Result<Option<u64>, Rejection> {
 }
 
 fn whole_number(raw: &RawValue, field: &str) -> Result<u64, Rejection> {
-    serde_json::from_str::<u64>(raw.get()).map_err(|_| {
-        Rejection::InvalidSeq(format!(
-            "{field} must be a whole number from 0 up, not {}",
-            shown(raw)
-        ))
-    })
+    // Beyond 2^53 - 1 a JavaScript client cannot hold the number exactly.
+    serde_json::from_str::<u64>(raw.get())
+        .ok()
+        .filter(|n| *n <= MAX_SEQ)
+        .ok_or_else(|| {
+            Rejection::InvalidSeq(format!(
+                "{field} must be a whole number from 0 to {MAX_SEQ}, not {}",
+                shown(raw)
+            ))
+        })
 }
 
 /// `format` of a `session_start`, as it travels.

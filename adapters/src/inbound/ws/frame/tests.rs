@@ -316,7 +316,14 @@ fn audio_carries_its_sequence_number_when_it_has_one() {
 
 #[test]
 fn a_sequence_number_that_is_not_a_whole_number_is_refused_with_its_own_code() {
-    for seq in ["-1", "1.5", r#""3""#, "null", "18446744073709551616"] {
+    for seq in [
+        "-1",
+        "1.5",
+        r#""3""#,
+        "null",
+        "18446744073709551616",
+        "9007199254740992",
+    ] {
         let frame = format!(r#"{{"type":"audio","data":"AQID","seq":{seq}}}"#);
         assert!(
             matches!(
