@@ -57,6 +57,25 @@ async fn record(sink: &FileAudioSink, mut session: Session, chunks: &[&[u8]]) ->
     end
 }
 
+/// Samples sox reads from a WAV; fails the test if sox cannot read it. `scripts/test`
+/// installs sox.
+fn sox_samples(path: &Path) -> u64 {
+    let output = std::process::Command::new("soxi")
+        .args(["-s", path.to_str().unwrap()])
+        .output()
+        .expect("soxi is needed by this test: apt-get install sox (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "sox cannot read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn manifest(dir: &Path, end: &RecordingEnd) -> serde_json::Value {
     serde_json::from_slice(&fs::read(dir.join(format!("{}.json", end.recording))).unwrap()).unwrap()
 }
@@ -70,6 +89,10 @@ async fn pcm_is_recorded_as_a_wav_whose_samples_are_the_bytes_sent() {
     let end = record(&sink, session(PCM), &[&samples[..3_200], &samples[3_200..]]).await;
 
     let wav = fs::read(dir.path().join(format!("{}.wav", end.recording))).unwrap();
+    assert_eq!(
+        sox_samples(&dir.path().join(format!("{}.wav", end.recording))),
+        3_200
+    );
     assert_eq!(
         &wav[..44],
         &wav::header(SampleEncoding::PcmS16le, 16_000, 1, 6_400)
@@ -155,6 +178,10 @@ async fn a_commit_brings_the_wav_header_up_to_date() {
 
     let wav = fs::read(dir.path().join(format!("{}.wav", session.recording()))).unwrap();
     assert_eq!(u32::from_le_bytes(wav[40..44].try_into().unwrap()), 320);
+    assert_eq!(
+        sox_samples(&dir.path().join(format!("{}.wav", session.recording()))),
+        160
+    );
 }
 
 #[tokio::test]
@@ -195,6 +222,10 @@ async fn a_recording_a_crash_left_unfinished_is_repaired_at_the_next_start() {
     // Assert
     assert_eq!(report.repaired, 1);
     let wav = fs::read(dir.path().join(format!("{}.wav", session.recording()))).unwrap();
+    assert_eq!(
+        sox_samples(&dir.path().join(format!("{}.wav", session.recording()))),
+        500
+    );
     assert_eq!(
         &wav[..44],
         &wav::header(SampleEncoding::PcmS16le, 16_000, 1, 1_000)
