@@ -14,5 +14,5 @@ pub mod outbound;
 mod wire;
 
 pub use inbound::http::{CorsPolicy, HttpSettings, InvalidOrigin};
-pub use inbound::server::{Server, ServerSettings, ShutdownReport};
+pub use inbound::server::{BindError, Server, ServerSettings, ShutdownReport};
 pub use inbound::ws::WsSettings;

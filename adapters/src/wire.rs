@@ -4,4 +4,5 @@
 
 pub(crate) mod form;
 pub(crate) mod js;
+pub(crate) mod json_depth;
 pub(crate) mod timestamp;

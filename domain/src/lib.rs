@@ -14,6 +14,7 @@
 //! - [`message`]: the meanings of client and server messages (`ClientMessage`, `ServerMessage`).
 //! - [`connection`]: one connection's state and the rule that maps each message to a decision.
 //! - [`chat`]: the echo rule of the chat endpoint.
+//! - [`rate`]: the token bucket that limits how fast a connection may send.
 //! - [`ports`]: `ConnectionStore`, `Clock`, `AudioSink`.
 
 pub mod audio;
@@ -23,6 +24,7 @@ pub mod format;
 pub mod ids;
 pub mod message;
 pub mod ports;
+pub mod rate;
 pub mod recording;
 pub mod session;
 pub mod time;
@@ -36,6 +38,7 @@ pub use message::{
     AudioMessage, AudioPayload, AudioProgress, ClientMessage, ClientValue, Rejection,
     ServerMessage, SessionInfo, SessionSummary,
 };
+pub use rate::{RateLimit, TokenBucket};
 pub use recording::{RecordingEnd, RecordingStart, SessionEnding};
 pub use session::{
     Admission, AudioTotals, MAX_GAPS, MAX_SEQ, ResumeError, ResumeToken, SeqGap, Session,

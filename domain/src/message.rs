@@ -136,6 +136,14 @@ pub enum Rejection {
     /// `session_resume` after the grace period; the recording has been finished.
     #[error("session {0} can no longer be resumed: its grace period has passed")]
     SessionExpired(SessionId),
+    /// A message nesting JSON deeper than allowed.
+    #[error("message nests JSON more than {0} levels deep")]
+    JsonTooDeep(usize),
+    /// A message over the connection's rate limit; it was not handled.
+    #[error(
+        "more than {0} messages per second: this message was not handled; slow down and resend it"
+    )]
+    RateLimited(u32),
     /// A chunk whose number was skipped: the recording has moved past it.
     #[error(
         "seq {0} was skipped (or comes before the first chunk) and the recording has moved on; it was not stored"

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aimcs_adapters::inbound::auth::{AuthConfigError, Authenticator};
 use aimcs_adapters::outbound::file_audio_sink::FileSinkError;
 use aimcs_adapters::outbound::{
     FanoutAudioSink, FileAudioSink, InMemoryConnectionStore, NullAudioSink, SystemClock,
 };
-use aimcs_adapters::{Server, ShutdownReport};
+use aimcs_adapters::{BindError, Server, ShutdownReport};
 use aimcs_application::{IngestService, ServiceConfig};
 use aimcs_domain::ports::AudioSink;
 
@@ -25,15 +26,18 @@ const RETENTION_PERIOD: Duration = Duration::from_secs(60);
 /// The service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The listening address could not be bound.
+    /// The listening address could not be bound, or the TLS certificate cannot be used.
     #[error("could not listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// Why.
         #[source]
-        source: std::io::Error,
+        source: BindError,
     },
+    /// The authentication settings cannot be used.
+    #[error("authentication cannot start")]
+    Auth(#[from] AuthConfigError),
     /// The recordings directory cannot be used.
     #[error("the file audio sink cannot start")]
     Recordings(#[from] FileSinkError),
@@ -104,12 +108,24 @@ impl App {
             sink,
             config,
         ));
+        let auth = if settings.auth.enabled {
+            if settings.auth.token_secret.is_none() {
+                tracing::warn!(
+                    "auth.token_secret is not set: browser tokens only work on this instance, until it restarts"
+                );
+            }
+            Some(Arc::new(Authenticator::new(&settings.auth_settings())?))
+        } else {
+            None
+        };
         let addr = settings.listen_addr();
         let bind_error = |source| StartupError::Bind { addr, source };
-        let server = Server::bind(addr, settings.server_settings())
+        let server = Server::bind(addr, settings.server_settings(auth))
             .await
             .map_err(bind_error)?;
-        let local_addr = server.local_addr().map_err(bind_error)?;
+        let local_addr = server
+            .local_addr()
+            .map_err(|e| bind_error(BindError::Listen(e)))?;
         Ok(Self {
             server,
             service,

@@ -10,7 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aimcs_adapters::outbound::{FileSinkSettings, FsyncPolicy};
+use std::sync::Arc;
+
+use aimcs_adapters::inbound::auth::{AuthConfigError, AuthSettings, Authenticator};
+use aimcs_adapters::inbound::tls::TlsSettings;
 use aimcs_adapters::{CorsPolicy, HttpSettings, ServerSettings, WsSettings};
+use aimcs_domain::RateLimit;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -22,8 +27,9 @@ pub const CONFIG_ENV: &str = "APP_CONFIG";
 const ENV_PREFIX: &str = "APP_";
 
 /// Top-level settings, which are the only `APP_*` names without `__` read as settings.
-const TOP_LEVEL: [&str; 8] = [
+const TOP_LEVEL: [&str; 9] = [
     "environment",
+    "auth",
     "server",
     "cors",
     "http",
@@ -40,6 +46,10 @@ const TOP_LEVEL: [&str; 8] = [
 fn is_setting_variable(key: &str) -> bool {
     key.contains("__") || TOP_LEVEL.iter().any(|name| key.eq_ignore_ascii_case(name))
 }
+
+/// Default TCP connection limit: the WebSocket limit plus room for HTTP clients, and with a
+/// recording file per WebSocket, within a process's usual limit of 20,000 open files.
+const DEFAULT_MAX_TCP_CONNECTIONS: usize = 6_000;
 
 /// The origins the original allowed; the default allow-list.
 pub const SEED_ORIGINS: [&str; 4] = [
@@ -69,6 +79,84 @@ pub struct Settings {
     pub audio: AudioConfig,
     /// Audio sessions.
     pub sessions: SessionsConfig,
+    /// Who may connect.
+    pub auth: AuthConfig,
+}
+
+/// Who may connect. Off by default, as in the original, so that its clients keep working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether API keys and browser tokens are required.
+    pub enabled: bool,
+    /// API keys of server-side clients, at least 16 characters each: a list, or one string
+    /// with keys separated by commas (for an environment variable).
+    pub api_keys: KeyList,
+    /// The key browser tokens are signed with, at least 32 bytes. Replicas behind one load
+    /// balancer must share it; unset, a random one is made at start-up and tokens only work
+    /// on the instance that issued them.
+    pub token_secret: Option<Secret>,
+    /// Seconds a browser token stays valid.
+    pub token_ttl_secs: PositiveSeconds,
+}
+
+/// A secret: kept out of debug output and logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// API keys, from a list or from one comma-separated string.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "OneOrMany", into = "Vec<Secret>")]
+pub struct KeyList(Vec<Secret>);
+
+impl KeyList {
+    /// The keys.
+    pub fn keys(&self) -> &[Secret] {
+        &self.0
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for KeyList {
+    fn from(keys: OneOrMany) -> Self {
+        let keys = match keys {
+            OneOrMany::One(text) => text.split(',').map(str::to_owned).collect(),
+            OneOrMany::Many(keys) => keys,
+        };
+        Self(
+            keys.into_iter()
+                .map(|key| key.trim().to_owned())
+                .filter(|key| !key.is_empty())
+                .map(Secret)
+                .collect(),
+        )
+    }
+}
+
+impl From<KeyList> for Vec<Secret> {
+    fn from(keys: KeyList) -> Self {
+        keys.0
+    }
 }
 
 /// Where audio goes.
@@ -163,6 +251,31 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: PositiveSeconds,
     /// Seconds shutdown waits for open connections before exiting anyway.
     pub shutdown_grace_secs: PositiveSeconds,
+    /// Seconds shutdown keeps serving after `/readyz` turns 503, so that a load balancer
+    /// stops sending new clients first (5 suits Kubernetes); 0 stops at once.
+    pub drain_delay_secs: u64,
+    /// TCP connections open at once (HTTP and WebSocket); beyond it new ones wait in the
+    /// listen backlog. Each WebSocket that records holds two file descriptors.
+    pub max_connections: Count,
+    /// Serve HTTPS and WSS directly with this certificate.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A certificate and key to serve HTTPS and WSS with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key.
+    pub key_path: PathBuf,
+    /// Seconds between checks for a renewed certificate.
+    #[serde(default = "default_tls_reload")]
+    pub reload_interval_secs: PositiveSeconds,
+}
+
+fn default_tls_reload() -> PositiveSeconds {
+    PositiveSeconds(60)
 }
 
 /// Browser origins allowed to call the API.
@@ -179,6 +292,10 @@ pub struct CorsConfig {
 pub struct HttpConfig {
     /// Largest request body, in bytes.
     pub max_body_bytes: Bytes,
+    /// How deeply a JSON body may nest.
+    pub max_json_depth: Depth,
+    /// Seconds a request body may take to arrive once its headers have.
+    pub body_timeout_secs: PositiveSeconds,
 }
 
 /// WebSocket limits.
@@ -191,6 +308,23 @@ pub struct WsConfig {
     pub read_buffer_bytes: Bytes,
     /// Seconds a reply may wait for a client that is not reading before it is dropped.
     pub send_timeout_secs: PositiveSeconds,
+    /// WebSockets open at once; beyond it an upgrade gets 503.
+    pub max_connections: Count,
+    /// Messages a connection may send per second on average; 0 for no limit.
+    pub max_messages_per_second: u32,
+    /// Messages a connection may send at once above the average.
+    pub burst: u32,
+    /// How deeply a message's JSON may nest.
+    pub max_json_depth: Depth,
+    /// Seconds between pings; a client that answers none is closed after two intervals.
+    pub ping_interval_secs: PositiveSeconds,
+    /// Seconds without a message after which a connection is closed (4408).
+    pub idle_timeout_secs: PositiveSeconds,
+    /// Whether upgrades without an `Origin` header (clients that are not browsers) are
+    /// accepted.
+    pub allow_missing_origin: bool,
+    /// Whether `/ws/echo` exists, for conformance tests; refused in production.
+    pub echo_endpoint: bool,
 }
 
 /// Logging.
@@ -309,6 +443,65 @@ impl From<PositiveSeconds> for u64 {
     }
 }
 
+/// A count of connections, from 1 to 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Count(usize);
+
+impl Count {
+    /// The count.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Count {
+    type Error = String;
+
+    fn try_from(count: u64) -> Result<Self, Self::Error> {
+        match usize::try_from(count) {
+            Ok(count @ 1..=1_000_000) => Ok(Self(count)),
+            _ => Err(format!("{count} is out of range: use 1 to 1000000")),
+        }
+    }
+}
+
+impl From<Count> for u64 {
+    fn from(count: Count) -> Self {
+        count.0 as u64
+    }
+}
+
+/// A JSON nesting depth, from 2 (an object holding an object) to 128 (`serde_json`'s own
+/// recursion limit, beyond which nothing parses anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Depth(usize);
+
+impl Depth {
+    /// The depth.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Depth {
+    type Error = String;
+
+    fn try_from(depth: u64) -> Result<Self, Self::Error> {
+        match usize::try_from(depth) {
+            Ok(depth @ 2..=128) => Ok(Self(depth)),
+            _ => Err(format!("{depth} is out of range: use 2 to 128")),
+        }
+    }
+}
+
+impl From<Depth> for u64 {
+    fn from(depth: Depth) -> Self {
+        depth.0 as u64
+    }
+}
+
 /// A byte size between 1 KiB and 64 MiB: smaller breaks clients, larger invites abuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u64", into = "u64")]
@@ -352,17 +545,30 @@ impl Default for Settings {
                 port: 3000,
                 header_read_timeout_secs: PositiveSeconds(10),
                 shutdown_grace_secs: PositiveSeconds(10),
+                drain_delay_secs: 0,
+                max_connections: Count(DEFAULT_MAX_TCP_CONNECTIONS),
+                tls: None,
             },
             cors: CorsConfig {
                 allowed_origins: SEED_ORIGINS.iter().map(|o| Origin((*o).into())).collect(),
             },
             http: HttpConfig {
                 max_body_bytes: Bytes(http.max_body_bytes),
+                max_json_depth: Depth(http.max_json_depth),
+                body_timeout_secs: PositiveSeconds(http.body_timeout.as_secs()),
             },
             ws: WsConfig {
                 max_message_bytes: Bytes(ws.max_message_bytes),
                 read_buffer_bytes: Bytes(ws.read_buffer_bytes),
-                send_timeout_secs: PositiveSeconds(30),
+                send_timeout_secs: PositiveSeconds(ws.send_timeout.as_secs()),
+                max_connections: Count(ws.max_connections),
+                max_messages_per_second: ws.rate.map_or(0, |rate| rate.per_second),
+                burst: ws.rate.map_or(0, |rate| rate.burst),
+                max_json_depth: Depth(ws.max_json_depth),
+                ping_interval_secs: PositiveSeconds(ws.ping_interval.as_secs()),
+                idle_timeout_secs: PositiveSeconds(ws.idle_timeout.as_secs()),
+                allow_missing_origin: ws.allow_missing_origin,
+                echo_endpoint: ws.echo_endpoint,
             },
             log: LogConfig {
                 format: LogFormat::Pretty,
@@ -380,6 +586,12 @@ impl Default for Settings {
             sessions: SessionsConfig {
                 resume_grace_secs: PositiveSeconds(60),
                 max_parked: 1_000,
+            },
+            auth: AuthConfig {
+                enabled: false,
+                api_keys: KeyList::default(),
+                token_secret: None,
+                token_ttl_secs: PositiveSeconds(60),
             },
         }
     }
@@ -454,9 +666,66 @@ impl Settings {
     /// # Errors
     /// [`SettingsError`] naming the first bad value, its setting and its source.
     pub fn load(config: Option<&Path>) -> Result<Self, SettingsError> {
-        Self::figment(config)
+        let settings: Self = Self::figment(config)
             .extract()
-            .map_err(|e| SettingsError(Box::new(e)))
+            .map_err(|e| SettingsError(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what no single value can: combinations, and secrets strong enough to use.
+    fn validate(&self) -> Result<(), SettingsError> {
+        let refuse = |path: &[&str], problem: &str| {
+            let mut error = figment::Error::from(problem.to_owned());
+            error.path = path.iter().map(|p| (*p).to_owned()).collect();
+            Err(SettingsError(Box::new(error)))
+        };
+        if self.ws.echo_endpoint && self.environment.eq_ignore_ascii_case("production") {
+            return refuse(
+                &["ws", "echo_endpoint"],
+                "the echo endpoint is for conformance tests and is refused in production",
+            );
+        }
+        if self.ws.max_messages_per_second > 0 && self.ws.burst == 0 {
+            return refuse(
+                &["ws", "burst"],
+                "must be at least 1 when max_messages_per_second is set",
+            );
+        }
+        if self.auth.enabled
+            && let Err(error) = Authenticator::new(&self.auth_settings())
+        {
+            let path: &[&str] = match error {
+                AuthConfigError::ShortSecret => &["auth", "token_secret"],
+                AuthConfigError::NoApiKeys | AuthConfigError::ShortApiKey => &["auth", "api_keys"],
+            };
+            return refuse(path, &error.to_string());
+        }
+        Ok(())
+    }
+
+    /// The authentication settings; a missing token secret is made up, random, for this
+    /// process.
+    pub fn auth_settings(&self) -> AuthSettings {
+        let token_secret = match &self.auth.token_secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => {
+                let mut secret = uuid::Uuid::new_v4().as_bytes().to_vec();
+                secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+                secret
+            }
+        };
+        AuthSettings {
+            api_keys: self
+                .auth
+                .api_keys
+                .keys()
+                .iter()
+                .map(|key| key.expose().to_owned())
+                .collect(),
+            token_secret,
+            token_ttl: self.auth.token_ttl_secs.duration(),
+        }
     }
 
     /// The layered sources, before extraction.
@@ -513,26 +782,47 @@ impl Settings {
         }
     }
 
-    /// The transport's settings.
-    pub fn server_settings(&self) -> ServerSettings {
+    /// The transport's settings; `auth` is the authenticator when authentication is on.
+    pub fn server_settings(&self, auth: Option<Arc<Authenticator>>) -> ServerSettings {
         let cors = CorsPolicy::new(self.cors.allowed_origins.iter().map(|o| o.0.as_str()))
             .expect("origins are validated when settings are loaded");
+        let ws = &self.ws;
         ServerSettings {
             cors,
             http: HttpSettings {
                 max_body_bytes: self.http.max_body_bytes.get(),
+                max_json_depth: self.http.max_json_depth.get(),
+                body_timeout: self.http.body_timeout_secs.duration(),
             },
             ws: WsSettings {
-                max_message_bytes: self.ws.max_message_bytes.get(),
-                read_buffer_bytes: self.ws.read_buffer_bytes.get(),
+                max_message_bytes: ws.max_message_bytes.get(),
+                read_buffer_bytes: ws.read_buffer_bytes.get(),
                 // Half the grace period at most, so that closing handshakes fit in it.
                 close_timeout: WsSettings::default()
                     .close_timeout
                     .min(self.server.shutdown_grace_secs.duration() / 2),
-                send_timeout: self.ws.send_timeout_secs.duration(),
+                send_timeout: ws.send_timeout_secs.duration(),
+                max_connections: ws.max_connections.get(),
+                rate: (ws.max_messages_per_second > 0).then_some(RateLimit {
+                    per_second: ws.max_messages_per_second,
+                    burst: ws.burst,
+                }),
+                max_json_depth: ws.max_json_depth.get(),
+                ping_interval: ws.ping_interval_secs.duration(),
+                idle_timeout: ws.idle_timeout_secs.duration(),
+                allow_missing_origin: ws.allow_missing_origin,
+                echo_endpoint: ws.echo_endpoint,
             },
             header_read_timeout: self.server.header_read_timeout_secs.duration(),
             shutdown_grace: self.server.shutdown_grace_secs.duration(),
+            drain_delay: Duration::from_secs(self.server.drain_delay_secs),
+            max_connections: self.server.max_connections.get(),
+            tls: self.server.tls.as_ref().map(|tls| TlsSettings {
+                cert_path: tls.cert_path.clone(),
+                key_path: tls.key_path.clone(),
+                reload_interval: tls.reload_interval_secs.duration(),
+            }),
+            auth,
         }
     }
 }

@@ -95,7 +95,7 @@ async fn exit_code(child: &mut Child) -> i32 {
 }
 
 #[tokio::test]
-async fn sigterm_closes_websockets_with_1000_and_exits_0() {
+async fn sigterm_closes_websockets_with_1001_and_exits_0() {
     let mut running = start(&[]).await;
     let (mut socket, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/ws/audio", running.addr))
@@ -124,7 +124,7 @@ async fn sigterm_closes_websockets_with_1000_and_exits_0() {
     let close = close.expect("a close frame with a code");
     assert_eq!(
         (u16::from(close.code), close.reason.as_str()),
-        (1000, "Server shutting down")
+        (1001, "Server shutting down")
     );
     assert_eq!(exit_code(&mut running.child).await, 0);
 }

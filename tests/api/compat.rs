@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 /// Fields this service adds to the original's messages; never renamed, never instead of one.
-const EXTRA_FIELDS: [&str; 2] = ["decodedSize", "code"];
+const EXTRA_FIELDS: [&str; 3] = ["decodedSize", "code", "limits"];
 
 /// Fields whose values differ by nature (time, identity), compared by type only.
 const VOLATILE_FIELDS: [&str; 4] = ["timestamp", "uptime", "connectionId", "id"];

@@ -4,6 +4,7 @@
 mod chat;
 mod compat;
 mod cors;
+mod hardening;
 mod http;
 mod sessions;
 mod shutdown;

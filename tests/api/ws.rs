@@ -15,7 +15,19 @@ async fn a_new_connection_is_greeted_with_its_id() {
 
     assert_eq!(
         keys(&greeting),
-        ["type", "message", "connectionId", "timestamp"]
+        ["type", "message", "connectionId", "limits", "timestamp"]
+    );
+    assert_eq!(
+        greeting["limits"],
+        json!({
+            "maxMessageBytes": 1_048_576,
+            "maxFrameBytes": 1_048_576,
+            "maxJsonDepth": 32,
+            "maxMessagesPerSecond": 100,
+            "burst": 200,
+            "pingIntervalMs": 25_000,
+            "idleTimeoutMs": 300_000,
+        })
     );
     assert_eq!(greeting["type"], "connection");
     assert_eq!(greeting["message"], "WebSocket connected successfully");
@@ -224,7 +236,7 @@ async fn a_binary_frame_holding_json_is_handled_like_text() {
 }
 
 #[tokio::test]
-async fn deeply_nested_json_is_answered_without_a_crash() {
+async fn json_nested_ten_thousand_deep_is_refused_without_a_crash() {
     let app = spawn_app().await;
     let mut client = app.connect().await;
     client.next_json().await;
@@ -233,12 +245,12 @@ async fn deeply_nested_json_is_answered_without_a_crash() {
     client
         .send_text(format!(r#"{{"type":"test","message":{nested}}}"#))
         .await;
-    let reply = client.next_text().await;
+    let reply = client.next_json().await;
 
-    assert!(
-        reply.starts_with(r#"{"type":"test_response""#),
-        "{}",
-        &reply[..80]
+    assert_eq!(
+        (&reply["type"], &reply["code"]),
+        (&json!("error"), &json!("json_too_deep")),
+        "{reply}"
     );
     assert_eq!(client.ask(&json!({"type": "ping"})).await["type"], "pong");
     assert_eq!(app.get("/health").await.status(), 200);

@@ -197,6 +197,39 @@ impl TestApp {
         Ok(WsClient { socket })
     }
 
+    /// Opens a WebSocket on `path` (which may carry a query) with extra request `headers`.
+    ///
+    /// # Errors
+    /// A refused upgrade, as its status and JSON body.
+    pub async fn connect_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(WsClient, HandshakeResponse), (u16, Value)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("ws://{}{path}", self.addr)
+            .into_client_request()
+            .expect("a valid URL");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                http::HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, response)) => Ok((WsClient { socket }, response)),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(|body| serde_json::from_slice(body).expect("a JSON refusal"))
+                    .unwrap_or(Value::Null);
+                Err((response.status().as_u16(), body))
+            }
+            Err(error) => panic!("the handshake failed without an answer: {error}"),
+        }
+    }
+
     /// Asks the service to shut down and waits until it has.
     pub async fn shut_down(mut self) -> aimcs_backend::ShutdownReport {
         self.trigger_shutdown();
@@ -238,6 +271,9 @@ impl Drop for TestApp {
         self.trigger_shutdown();
     }
 }
+
+/// The server's answer to a WebSocket handshake.
+pub type HandshakeResponse = tokio_tungstenite::tungstenite::handshake::client::Response;
 
 /// A WebSocket client of `/ws/audio`.
 pub struct WsClient {
@@ -532,6 +568,19 @@ pub mod raw_ws {
                 .write_all(&frame)
                 .await
                 .expect("the frame is sent");
+        }
+
+        /// Starts a binary frame announcing `len` bytes and sends only `first` of them: what
+        /// the server sees of a huge message before it must decide whether to take it.
+        pub async fn start_frame(&mut self, len: u64, first: &[u8]) {
+            let mut frame = vec![0x82, 0x80 | 127];
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(&[0, 0, 0, 0]);
+            frame.extend_from_slice(first);
+            self.stream
+                .write_all(&frame)
+                .await
+                .expect("the frame start is sent");
         }
 
         /// Sends `text` as a text frame and reads frames until a text reply, which it returns

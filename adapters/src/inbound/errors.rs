@@ -6,11 +6,16 @@ use aimcs_application::{HandleClientMessageError, OpenConnectionError, ReportErr
 use aimcs_domain::Rejection;
 use http::StatusCode;
 
+use crate::inbound::auth::AuthError;
 use crate::inbound::http::ChatBodyError;
 
 /// Close code of a connection whose session was resumed on another connection (a private-use
 /// code, in the 4000 range that RFC 6455 leaves to applications).
 pub const SUPERSEDED_CLOSE: u16 = 4103;
+
+/// Close code of a connection idle for longer than the idle timeout (a private-use code,
+/// echoing HTTP's 408).
+pub const IDLE_CLOSE: u16 = 4408;
 
 /// A stable, snake_case error code, the same on HTTP and WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +54,24 @@ pub enum ErrorCode {
     Superseded,
     /// A message that has no meaning here (`audio_clear` on a recording).
     NotSupported,
+    /// JSON nested deeper than the limit.
+    JsonTooDeep,
+    /// A message over the connection's rate limit; not handled, may be resent.
+    RateLimited,
+    /// A connection that stayed over its rate limit; it is closed (1008).
+    RateLimitExceeded,
+    /// A connection that sent nothing for the idle timeout; it is closed (4408).
+    IdleTimeout,
+    /// A peer that answered no ping; it is closed (1011).
+    PingTimeout,
+    /// A WebSocket upgrade from a browser origin that is not allowed.
+    ForbiddenOrigin,
+    /// No valid API key or token where authentication is required.
+    Unauthorized,
+    /// `POST /api/session` while authentication is off.
+    AuthDisabled,
+    /// The WebSocket connection limit is reached.
+    TooManyConnections,
     /// A WebSocket message above the configured maximum size.
     MessageTooBig,
     /// A WebSocket text frame that is not valid UTF-8.
@@ -65,6 +88,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A request body compressed with a `Content-Encoding` the service does not decode.
     UnsupportedContentEncoding,
+    /// A request body that did not arrive within the body timeout.
+    RequestTimeout,
+    /// A plain HTTP request to a port that speaks TLS.
+    TlsRequired,
     /// No such route.
     NotFound,
     /// The route exists, the method does not.
@@ -100,6 +127,15 @@ impl ErrorCode {
             Self::SessionInUse => "session_in_use",
             Self::Superseded => "superseded",
             Self::NotSupported => "not_supported",
+            Self::JsonTooDeep => "json_too_deep",
+            Self::RateLimited => "rate_limited",
+            Self::RateLimitExceeded => "rate_limit_exceeded",
+            Self::IdleTimeout => "idle_timeout",
+            Self::PingTimeout => "ping_timeout",
+            Self::ForbiddenOrigin => "forbidden_origin",
+            Self::Unauthorized => "unauthorized",
+            Self::AuthDisabled => "auth_disabled",
+            Self::TooManyConnections => "too_many_connections",
             Self::MessageTooBig => "message_too_big",
             Self::InvalidUtf8 => "invalid_utf8",
             Self::ProtocolViolation => "protocol_violation",
@@ -108,6 +144,8 @@ impl ErrorCode {
             Self::InvalidBody => "invalid_body",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedContentEncoding => "unsupported_content_encoding",
+            Self::RequestTimeout => "request_timeout",
+            Self::TlsRequired => "tls_required",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UpgradeRequired => "upgrade_required",
@@ -132,7 +170,16 @@ impl ErrorCode {
             | Self::InvalidFormat
             | Self::InvalidResume
             | Self::NotSupported
+            | Self::JsonTooDeep
+            | Self::TlsRequired
             | Self::BadHandshake => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited | Self::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::IdleTimeout | Self::PingTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::ForbiddenOrigin => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::AuthDisabled => StatusCode::CONFLICT,
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::SessionAlreadyActive
             | Self::NoActiveSession
             | Self::SessionInUse
@@ -161,6 +208,9 @@ impl ErrorCode {
             Self::ProtocolViolation => Some(1002),
             Self::Internal => Some(1011),
             Self::Superseded => Some(SUPERSEDED_CLOSE),
+            Self::RateLimitExceeded => Some(1008),
+            Self::IdleTimeout => Some(IDLE_CLOSE),
+            Self::PingTimeout => Some(1011),
             _ => None,
         }
     }
@@ -182,6 +232,8 @@ pub fn rejection_code(rejection: &Rejection) -> ErrorCode {
         Rejection::WrongResumeToken(_) => ErrorCode::InvalidResumeToken,
         Rejection::SessionExpired(_) => ErrorCode::SessionExpired,
         Rejection::NotSupported(_) => ErrorCode::NotSupported,
+        Rejection::JsonTooDeep(_) => ErrorCode::JsonTooDeep,
+        Rejection::RateLimited(_) => ErrorCode::RateLimited,
     }
 }
 
@@ -201,6 +253,18 @@ pub fn open_error_code(error: &OpenConnectionError) -> ErrorCode {
     }
 }
 
+/// The code for credentials that were refused. One code for every reason, so that a prober
+/// learns nothing from it; the message says which, for honest clients.
+pub fn auth_error_code(error: AuthError) -> ErrorCode {
+    match error {
+        AuthError::Missing
+        | AuthError::InvalidKey
+        | AuthError::InvalidToken
+        | AuthError::ExpiredToken
+        | AuthError::ReusedToken => ErrorCode::Unauthorized,
+    }
+}
+
 /// The code for a report that could not be made.
 pub fn report_error_code(error: &ReportError) -> ErrorCode {
     match error {
@@ -212,6 +276,8 @@ pub fn report_error_code(error: &ReportError) -> ErrorCode {
 pub(crate) fn chat_error_code(error: &ChatBodyError) -> ErrorCode {
     match error {
         ChatBodyError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+        ChatBodyError::TooDeep { .. } => ErrorCode::JsonTooDeep,
+        ChatBodyError::TooSlow { .. } => ErrorCode::RequestTimeout,
         ChatBodyError::InvalidForm(crate::wire::form::FormError::TooManyParameters) => {
             ErrorCode::PayloadTooLarge
         }
@@ -231,7 +297,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [ErrorCode; 31] = [
+    const ALL: [ErrorCode; 42] = [
         ErrorCode::MalformedMessage,
         ErrorCode::InvalidAudio,
         ErrorCode::AudioNotStored,
@@ -249,6 +315,15 @@ mod tests {
         ErrorCode::SessionInUse,
         ErrorCode::Superseded,
         ErrorCode::NotSupported,
+        ErrorCode::JsonTooDeep,
+        ErrorCode::RateLimited,
+        ErrorCode::RateLimitExceeded,
+        ErrorCode::IdleTimeout,
+        ErrorCode::PingTimeout,
+        ErrorCode::ForbiddenOrigin,
+        ErrorCode::Unauthorized,
+        ErrorCode::AuthDisabled,
+        ErrorCode::TooManyConnections,
         ErrorCode::MessageTooBig,
         ErrorCode::InvalidUtf8,
         ErrorCode::ProtocolViolation,
@@ -257,6 +332,8 @@ mod tests {
         ErrorCode::InvalidBody,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedContentEncoding,
+        ErrorCode::RequestTimeout,
+        ErrorCode::TlsRequired,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::UpgradeRequired,
@@ -287,6 +364,7 @@ mod tests {
                 ErrorCode::AudioNotStored
                     | ErrorCode::RecordingUnavailable
                     | ErrorCode::Unavailable
+                    | ErrorCode::TooManyConnections
                     | ErrorCode::Internal
             );
             assert_eq!(
@@ -307,6 +385,9 @@ mod tests {
             closing,
             [
                 (ErrorCode::Superseded, 4103),
+                (ErrorCode::RateLimitExceeded, 1008),
+                (ErrorCode::IdleTimeout, 4408),
+                (ErrorCode::PingTimeout, 1011),
                 (ErrorCode::MessageTooBig, 1009),
                 (ErrorCode::InvalidUtf8, 1007),
                 (ErrorCode::ProtocolViolation, 1002),

@@ -1,5 +1,6 @@
-//! The HTTP API: `GET /health`, `GET /api/status`, `POST /api/chat`, the upgrade on
-//! `/ws/audio`, and JSON answers for everything else. Routes are small warp filters composed
+//! The HTTP API: `GET /health`, `GET /api/status`, `POST /api/chat`, `POST /api/session`,
+//! the probes `GET /livez` and `GET /readyz`, the upgrades on `/ws/audio` (and `/ws/echo`
+//! when enabled), and JSON answers for everything else. Routes are small warp filters composed
 //! once in [`routes`]; handlers are plain async functions that always produce a response, so
 //! that no business error travels as a warp rejection.
 
@@ -21,6 +22,7 @@ use warp::{Filter, Rejection};
 pub(crate) use chat::ChatBodyError;
 pub use cors::{CorsPolicy, InvalidOrigin};
 
+use crate::inbound::auth::Authenticator;
 use crate::inbound::ws::{self, WsContext};
 
 /// Limits of the HTTP API.
@@ -28,14 +30,28 @@ use crate::inbound::ws::{self, WsContext};
 pub struct HttpSettings {
     /// Largest request body accepted, in bytes; a larger one gets `413`.
     pub max_body_bytes: usize,
+    /// How deeply a JSON body may nest.
+    pub max_json_depth: usize,
+    /// How long a request body may take to arrive, once the headers have: a client that
+    /// trickles its body holds a connection and a buffer.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_json_depth: 32,
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
+}
+
+/// Whether the service is draining, for `/readyz`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Readiness {
+    /// Cancelled once shutdown begins.
+    pub(crate) draining: tokio_util::sync::CancellationToken,
 }
 
 /// The peer address of a request's connection, put in the request's extensions by the server
@@ -48,17 +64,50 @@ pub(crate) fn routes(
     service: Arc<IngestService>,
     settings: HttpSettings,
     ws: WsContext,
+    readiness: Readiness,
 ) -> BoxedFilter<(Response,)> {
-    health(Arc::clone(&service))
+    let auth = ws.auth.clone();
+    let echo = ws
+        .settings
+        .echo_endpoint
+        .then(|| ws_upgrade(ws::Endpoint::Echo, ws.clone()));
+    let routes = health(Arc::clone(&service))
         .or(status(Arc::clone(&service)))
         .unify()
-        .or(chat(service, settings))
+        .or(probes(readiness))
         .unify()
-        .or(ws_audio(ws))
+        .or(chat(service, settings, auth.clone()))
         .unify()
-        .or(not_found())
+        .or(session(auth))
         .unify()
-        .boxed()
+        .or(ws_upgrade(ws::Endpoint::Audio, ws))
+        .unify()
+        .boxed();
+    match echo {
+        Some(echo) => routes.or(echo).unify().or(not_found()).unify().boxed(),
+        None => routes.or(not_found()).unify().boxed(),
+    }
+}
+
+/// `GET /livez` and `GET /readyz`
+fn probes(readiness: Readiness) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let livez = route("/livez").and(warp::method()).then(handlers::livez);
+    let readyz = route("/readyz")
+        .and(warp::method())
+        .and(warp::any().map(move || readiness.clone()))
+        .then(handlers::readyz);
+    livez.or(readyz).unify()
+}
+
+/// `POST /api/session`
+fn session(
+    auth: Option<Arc<Authenticator>>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    route("/api/session")
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::any().map(move || auth.clone()))
+        .then(handlers::mint_session)
 }
 
 /// `GET /health`
@@ -85,6 +134,7 @@ fn status(
 fn chat(
     service: Arc<IngestService>,
     settings: HttpSettings,
+    auth: Option<Arc<Authenticator>>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     route("/api/chat")
         .and(warp::method())
@@ -92,24 +142,31 @@ fn chat(
         .and(warp::body::stream())
         .and(with_service(service))
         .and(warp::any().map(move || settings))
+        .and(warp::any().map(move || auth.clone()))
         .then(handlers::chat)
 }
 
-/// `GET /ws/audio` with an upgrade to WebSocket.
-fn ws_audio(context: WsContext) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    route("/ws/audio")
+/// `GET` with an upgrade to WebSocket on `endpoint`'s path.
+fn ws_upgrade(
+    endpoint: ws::Endpoint,
+    context: WsContext,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    route(endpoint.path())
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(warp::ext::optional::<PeerAddr>())
+        .and(optional_query())
         .and(warp::any().map(move || context.clone()))
         .then(
-            |method, headers, on_upgrade, peer: Option<PeerAddr>, context| {
+            move |method, headers, on_upgrade, peer: Option<PeerAddr>, query, context| {
                 let request = ws::UpgradeRequest {
+                    endpoint,
                     method,
                     headers,
                     on_upgrade,
                     peer: peer.map(|PeerAddr(addr)| addr),
+                    query,
                 };
                 ws::upgrade(request, context)
             },
@@ -143,6 +200,14 @@ fn path_matches(path: &str, expected: &str) -> bool {
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
     path.eq_ignore_ascii_case(expected)
+}
+
+/// The raw query string, if the request has one.
+fn optional_query() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
 }
 
 fn with_service(

@@ -4,8 +4,13 @@
 //! would hold a connection forever), and a shutdown that also reaches upgraded WebSockets
 //! (warp's graceful mode no longer sees a connection once it is upgraded).
 //!
-//! Shutdown, in order: stop accepting; let HTTP connections finish the request in progress;
-//! tell every WebSocket to close; wait for all of them, bounded by a grace period.
+//! With TLS settings, every connection is TLS (rustls); a plain HTTP request to that port gets
+//! a `400` saying to use HTTPS, in plain HTTP, rather than a handshake error it cannot read.
+//!
+//! Shutdown, in order: report not ready (`/readyz` answers 503) and keep serving for the drain
+//! delay, so that load balancers stop sending new clients; stop accepting; let HTTP
+//! connections finish the request in progress; tell every WebSocket to close; wait for all of
+//! them, bounded by a grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,11 +32,14 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 use warp::reply::Response;
 
-use super::http::{self, CorsPolicy, HttpSettings, PeerAddr};
+use super::auth::Authenticator;
+use super::errors::ErrorCode;
+use super::http::{self, CorsPolicy, HttpSettings, PeerAddr, Readiness};
+use super::tls::{Tls, TlsError, TlsSettings};
 use super::ws::{WsContext, WsSettings};
 
 /// Everything the transport needs to know.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerSettings {
     /// Origins allowed by CORS.
     pub cors: CorsPolicy,
@@ -43,6 +51,42 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for connections to finish before giving up on them.
     pub shutdown_grace: Duration,
+    /// How long shutdown keeps serving after reporting not ready, before it stops accepting.
+    pub drain_delay: Duration,
+    /// TCP connections open at once, HTTP and WebSocket together; beyond it new connections
+    /// wait in the listen backlog.
+    pub max_connections: usize,
+    /// Serve HTTPS and WSS with this certificate instead of plain HTTP.
+    pub tls: Option<TlsSettings>,
+    /// Present when authentication is on.
+    pub auth: Option<Arc<Authenticator>>,
+}
+
+impl std::fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("cors", &self.cors)
+            .field("http", &self.http)
+            .field("ws", &self.ws)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("drain_delay", &self.drain_delay)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls)
+            .field("auth", &self.auth.is_some())
+            .finish()
+    }
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] io::Error),
+    /// The certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// How shutdown went.
@@ -59,16 +103,27 @@ pub struct ShutdownReport {
 pub struct Server {
     listener: TcpListener,
     settings: ServerSettings,
+    tls: Option<Tls>,
 }
 
 impl Server {
-    /// Binds `addr`; port 0 picks a free port.
+    /// Binds `addr` (port 0 picks a free port) and reads the TLS certificate, if any.
     ///
     /// # Errors
-    /// The I/O error of the bind, e.g. the address is in use.
-    pub async fn bind(addr: SocketAddr, settings: ServerSettings) -> io::Result<Self> {
+    /// [`BindError`]: the address is in use, or the certificate cannot be used.
+    pub async fn bind(addr: SocketAddr, settings: ServerSettings) -> Result<Self, BindError> {
+        let tls = settings.tls.as_ref().map(Tls::new).transpose()?;
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, settings })
+        Ok(Self {
+            listener,
+            settings,
+            tls,
+        })
+    }
+
+    /// Whether connections are served over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The address actually bound.
@@ -85,46 +140,106 @@ impl Server {
         service: Arc<IngestService>,
         shutdown: impl Future<Output = ()>,
     ) -> ShutdownReport {
-        let Self { listener, settings } = self;
+        let Self {
+            listener,
+            settings,
+            tls,
+        } = self;
         let stopping = CancellationToken::new();
+        let readiness = Readiness::default();
         let tracker = TaskTracker::new();
+        let cors = Arc::new(settings.cors.clone());
         let ws = WsContext {
             service: Arc::clone(&service),
             settings: settings.ws,
             shutdown: stopping.clone(),
             tracker: tracker.clone(),
             hub: Arc::default(),
+            origins: Arc::clone(&cors),
+            auth: settings.auth.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.ws.max_connections)),
         };
         let expiry = tokio::spawn(expire_sessions(Arc::clone(&service), stopping.clone()));
+        let watcher = tls.as_ref().map(|tls| tls.watch(stopping.clone()));
+        let acceptor = tls.as_ref().map(Tls::acceptor);
         let routes = TowerToHyperService::new(warp::service(http::routes(
             Arc::clone(&service),
             settings.http,
             ws,
+            readiness.clone(),
         )));
-        let cors = Arc::new(settings.cors.clone());
+        let limits = ConnectionLimits {
+            header_read_timeout: settings.header_read_timeout,
+            drain_timeout: settings.ws.close_timeout,
+        };
+        let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
 
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut stop_accepting_at: Option<tokio::time::Instant> = None;
         loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+            let next = async {
+                let permit = match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        tracing::warn!(
+                            limit = settings.max_connections,
+                            "connection limit reached; new connections wait until one closes"
+                        );
+                        Arc::clone(&slots)
+                            .acquire_owned()
+                            .await
+                            .expect("the semaphore is never closed")
+                    }
+                };
+                (permit, listener.accept().await)
+            };
+            let drain_over = async {
+                match stop_accepting_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (permit, stream, peer) = tokio::select! {
+                () = &mut shutdown, if stop_accepting_at.is_none() => {
+                    readiness.draining.cancel();
+                    tracing::info!(
+                        drain_delay_secs = settings.drain_delay.as_secs_f64(),
+                        "shutdown requested: reporting not ready"
+                    );
+                    if settings.drain_delay.is_zero() {
+                        break;
+                    }
+                    stop_accepting_at = Some(tokio::time::Instant::now() + settings.drain_delay);
+                    continue;
+                }
+                () = drain_over => break,
+                (permit, accepted) = next => match accepted {
+                    Ok((stream, peer)) => (permit, stream, peer),
                     Err(error) => {
                         back_off(&error).await;
                         continue;
                     }
                 },
             };
-            let connection = serve_connection(
-                stream,
-                peer,
-                routes.clone(),
-                Arc::clone(&cors),
-                settings.header_read_timeout,
-                settings.ws.close_timeout,
-                stopping.clone(),
-            );
-            tracker.spawn(connection);
+            // Small replies must not wait for Nagle's algorithm; acks are latency-critical.
+            let _ = stream.set_nodelay(true);
+            let routes = routes.clone();
+            let cors = Arc::clone(&cors);
+            let stopping = stopping.clone();
+            let acceptor = acceptor.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                match acceptor {
+                    None => serve_connection(stream, peer, routes, cors, limits, stopping).await,
+                    Some(acceptor) => {
+                        if let Some(stream) =
+                            tls_handshake(stream, peer, &acceptor, limits, &stopping).await
+                        {
+                            serve_connection(stream, peer, routes, cors, limits, stopping).await;
+                        }
+                    }
+                }
+            });
         }
 
         drop(listener);
@@ -141,6 +256,9 @@ impl Server {
         // Connections have parked their sessions; nobody can resume them once this process is
         // gone, so their recordings are finished now rather than left open.
         let _ = expiry.await;
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
         let finished = service.finish_parked_sessions().await;
         if finished > 0 {
             tracing::info!(sessions = finished, "finished parked sessions");
@@ -161,23 +279,86 @@ impl Server {
     }
 }
 
-/// Serves one TCP connection until it closes, upgrades, or shutdown asks it to finish.
-async fn serve_connection<R>(
+/// Timeouts of every connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// For the request headers, and for the TLS handshake.
+    header_read_timeout: Duration,
+    /// For a request in progress when shutdown begins.
+    drain_timeout: Duration,
+}
+
+/// The TLS handshake, bounded by the header-read timeout so that a client that opens a socket
+/// and says nothing holds it no longer than a slow HTTP client could. A client speaking plain
+/// HTTP is told so in plain HTTP.
+async fn tls_handshake(
     stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    limits: ConnectionLimits,
+    stopping: &CancellationToken,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    /// The first byte of every TLS connection: a handshake record.
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let handshake = async {
+        let mut first = [0_u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] != TLS_HANDSHAKE => {
+                refuse_plain_http(stream).await;
+                return None;
+            }
+            Ok(1) => {}
+            _ => return None,
+        }
+        match acceptor.accept(stream).await {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::debug!(%peer, error = %error, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    tokio::select! {
+        stream = tokio::time::timeout(limits.header_read_timeout, handshake) => stream.ok().flatten(),
+        () = stopping.cancelled() => None,
+    }
+}
+
+/// Answers a plain HTTP request on the TLS port with a `400` it can read, then closes.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    let code = ErrorCode::TlsRequired;
+    let body = format!(
+        r#"{{"error":"this port speaks HTTPS: use https:// or wss://","code":"{}"}}"#,
+        code.as_str()
+    );
+    let answer = format!(
+        "HTTP/1.1 {}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        code.status(),
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Serves one connection until it closes, upgrades, or shutdown asks it to finish.
+async fn serve_connection<S, R>(
+    stream: S,
     peer: SocketAddr,
     routes: R,
     cors: Arc<CorsPolicy>,
-    header_read_timeout: Duration,
-    drain_timeout: Duration,
+    limits: ConnectionLimits,
     stopping: CancellationToken,
 ) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     R: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
         + Send
         + 'static,
     R::Future: Send + 'static,
 {
-    // Small replies must not wait for Nagle's algorithm; acks are latency-critical.
-    let _ = stream.set_nodelay(true);
     let service = service_fn(move |mut request: Request<Incoming>| {
         let origin = request.headers().get(ORIGIN).cloned();
         let cors = Arc::clone(&cors);
@@ -211,7 +392,7 @@ async fn serve_connection<R>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -224,7 +405,7 @@ async fn serve_connection<R>(
             // An idle connection closes at once and a request in progress finishes; a client
             // still trickling its headers would hold shutdown until the header timeout, so
             // it gets no longer than a closing WebSocket does.
-            match tokio::time::timeout(drain_timeout, connection).await {
+            match tokio::time::timeout(limits.drain_timeout, connection).await {
                 Ok(result) => result,
                 Err(_) => return,
             }

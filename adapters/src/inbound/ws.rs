@@ -5,6 +5,7 @@
 //! filter allocates a 128 KiB read buffer per connection that it does not let us size.
 
 mod connection;
+mod echo;
 mod frame;
 mod hub;
 mod reply;
@@ -18,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use frame::{AudioBuffer, decode};
-pub(crate) use upgrade::{UpgradeRequest, upgrade};
+pub(crate) use upgrade::{Endpoint, UpgradeRequest, unauthorized, upgrade};
 
-/// Limits and buffer sizes of WebSocket connections.
+/// Limits and buffer sizes of WebSocket connections. Every limit is announced to clients in
+/// the `connection` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WsSettings {
-    /// Largest message a client may send, in bytes; a larger one closes the socket with 1009.
+    /// Largest message (and frame) a client may send, in bytes; a larger one closes the
+    /// socket with 1009.
     pub max_message_bytes: usize,
     /// Initial read buffer per connection, in bytes: the main cost of an idle connection.
     pub read_buffer_bytes: usize,
@@ -33,6 +36,21 @@ pub struct WsSettings {
     /// How long a reply may wait for a client that is not reading before the client is
     /// dropped.
     pub send_timeout: Duration,
+    /// WebSockets open at once; beyond it an upgrade gets 503 (the HTTP API still answers).
+    pub max_connections: usize,
+    /// Messages per second a connection may send on average (0: no limit), and in a burst.
+    pub rate: Option<aimcs_domain::RateLimit>,
+    /// How deeply a message's JSON may nest.
+    pub max_json_depth: usize,
+    /// How often the server pings; a client that has sent nothing, not even a pong, for two
+    /// intervals is closed.
+    pub ping_interval: Duration,
+    /// A connection that sends no message for this long is closed (4408).
+    pub idle_timeout: Duration,
+    /// Whether an upgrade without an `Origin` header (a non-browser client) is accepted.
+    pub allow_missing_origin: bool,
+    /// Whether `/ws/echo` exists: an echo endpoint for protocol conformance tests.
+    pub echo_endpoint: bool,
 }
 
 impl Default for WsSettings {
@@ -42,6 +60,16 @@ impl Default for WsSettings {
             read_buffer_bytes: 4 * 1024,
             close_timeout: Duration::from_secs(2),
             send_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            rate: Some(aimcs_domain::RateLimit {
+                per_second: 100,
+                burst: 200,
+            }),
+            max_json_depth: 32,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(300),
+            allow_missing_origin: true,
+            echo_endpoint: false,
         }
     }
 }
@@ -57,4 +85,10 @@ pub(crate) struct WsContext {
     pub(crate) tracker: TaskTracker,
     /// Connections holding sessions, for resumes to supersede them.
     pub(crate) hub: Arc<hub::ConnectionHub>,
+    /// Origins allowed to open a WebSocket from a browser: the CORS allow-list.
+    pub(crate) origins: Arc<crate::inbound::http::CorsPolicy>,
+    /// Present when authentication is on.
+    pub(crate) auth: Option<Arc<crate::inbound::auth::Authenticator>>,
+    /// One permit per open WebSocket, [`WsSettings::max_connections`] in all.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }

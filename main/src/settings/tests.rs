@@ -210,8 +210,115 @@ fn app_variables_that_are_not_settings_are_ignored_and_listed() {
 
 #[test]
 fn settings_become_the_transports_settings() {
-    let settings = Settings::default().server_settings();
+    let settings = Settings::default().server_settings(None);
     assert_eq!(settings.http.max_body_bytes, 1024 * 1024);
     assert_eq!(settings.ws.max_message_bytes, 1024 * 1024);
     assert_eq!(settings.shutdown_grace, Duration::from_secs(10));
+}
+
+#[test]
+fn every_ws_limit_reaches_the_transport() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "limits.toml",
+            "[ws]\nmax_connections = 7\nmax_messages_per_second = 9\nburst = 11\nmax_json_depth = 5\n\
+             ping_interval_secs = 3\nidle_timeout_secs = 4\nallow_missing_origin = false\n\
+             [server]\nmax_connections = 13\ndrain_delay_secs = 2\n",
+        )?;
+        let ws = load_in(jail, Some("limits.toml"))
+            .unwrap()
+            .server_settings(None);
+        assert_eq!(
+            (ws.ws.max_connections, ws.ws.rate, ws.ws.max_json_depth),
+            (
+                7,
+                Some(RateLimit {
+                    per_second: 9,
+                    burst: 11
+                }),
+                5
+            )
+        );
+        assert_eq!(
+            (
+                ws.ws.ping_interval,
+                ws.ws.idle_timeout,
+                ws.ws.allow_missing_origin
+            ),
+            (Duration::from_secs(3), Duration::from_secs(4), false)
+        );
+        assert_eq!(
+            (ws.max_connections, ws.drain_delay),
+            (13, Duration::from_secs(2))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_rate_of_zero_means_no_rate_limit() {
+    Jail::expect_with(|jail| {
+        jail.set_env("APP_WS__MAX_MESSAGES_PER_SECOND", "0");
+        assert_eq!(
+            load_in(jail, None).unwrap().server_settings(None).ws.rate,
+            None
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn the_echo_endpoint_is_refused_in_production() {
+    Jail::expect_with(|jail| {
+        jail.set_env("APP_WS__ECHO_ENDPOINT", "true");
+        assert!(load_in(jail, None).is_ok(), "allowed outside production");
+        jail.set_env("NODE_ENV", "production");
+        assert_eq!(
+            error_in(jail, None),
+            "invalid setting `ws.echo_endpoint`: the echo endpoint is for conformance tests and is refused in production"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn authentication_needs_strong_keys_and_secret() {
+    Jail::expect_with(|jail| {
+        jail.set_env("APP_AUTH__ENABLED", "true");
+        assert_eq!(
+            error_in(jail, None),
+            "invalid setting `auth.api_keys`: authentication is enabled but no API key is configured"
+        );
+        jail.set_env("APP_AUTH__API_KEYS", "short");
+        assert!(error_in(jail, None).contains("at least 16 characters"));
+        jail.set_env(
+            "APP_AUTH__API_KEYS",
+            "first-key-0123456789, second-key-0123456789",
+        );
+        let settings = load_in(jail, None).expect("keys from one comma-separated variable");
+        assert_eq!(settings.auth.api_keys.keys().len(), 2);
+        jail.set_env("APP_AUTH__TOKEN_SECRET", "too-short");
+        assert_eq!(
+            error_in(jail, None),
+            "invalid setting `auth.token_secret`: the token secret must be at least 32 bytes"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    Jail::expect_with(|jail| {
+        jail.set_env("APP_AUTH__ENABLED", "true");
+        jail.set_env("APP_AUTH__API_KEYS", "[\"visible-only-to-us-0123\"]");
+        jail.set_env(
+            "APP_AUTH__TOKEN_SECRET",
+            "a-signing-secret-of-32-bytes-or-more",
+        );
+        let settings = load_in(jail, None).unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("visible-only-to-us"), "{debug}");
+        assert!(!debug.contains("a-signing-secret"), "{debug}");
+        Ok(())
+    });
 }

@@ -54,6 +54,18 @@ pub(crate) enum ChatBodyError {
     /// The body could not be read from the connection.
     #[error("request body could not be read: {0}")]
     Unreadable(String),
+    /// The body did not arrive in time.
+    #[error("request body did not arrive within {secs} seconds")]
+    TooSlow {
+        /// The body timeout, in seconds.
+        secs: u64,
+    },
+    /// A JSON body nested deeper than the configured limit.
+    #[error("JSON body nests deeper than the limit of {limit} levels")]
+    TooDeep {
+        /// The limit, in levels.
+        limit: usize,
+    },
     /// A JSON body that is not valid JSON.
     #[error("invalid JSON body: {0}")]
     InvalidJson(#[source] serde_json::Error),

@@ -4,19 +4,22 @@
 use std::sync::Arc;
 
 use aimcs_application::{HealthReport, IngestService, StatusReport};
-use aimcs_domain::{ChatReply, Stamped};
+use aimcs_domain::{ChatReply, Stamped, Timestamp};
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt as _};
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use warp::reply::Response;
 
-use super::HttpSettings;
 use super::chat::{BodyKind, ChatBodyError, ChatRequestBody};
 use super::response;
+use super::{HttpSettings, Readiness};
+use crate::inbound::auth::{self, Authenticator};
 use crate::inbound::errors::{ErrorCode, chat_error_code, report_error_code};
+use crate::inbound::ws;
+use crate::wire::json_depth::nests_deeper_than;
 use crate::wire::timestamp::to_iso;
 
 /// The endpoints `/api/status` lists, as the original listed them.
@@ -130,6 +133,101 @@ pub(super) async fn status(method: Method, service: Arc<IngestService>) -> Respo
     }
 }
 
+/// `/livez`: the process is up and serving requests.
+pub(super) async fn livez(method: Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return response::method_not_allowed(&method, "/livez", "GET, HEAD");
+    }
+    response::json(StatusCode::OK, &ProbeBody { status: "alive" })
+}
+
+/// `/readyz`: whether new clients should be sent here; not once shutdown has begun.
+pub(super) async fn readyz(method: Method, readiness: Readiness) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return response::method_not_allowed(&method, "/readyz", "GET, HEAD");
+    }
+    if readiness.draining.is_cancelled() {
+        response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ProbeBody { status: "draining" },
+        )
+    } else {
+        response::json(StatusCode::OK, &ProbeBody { status: "ready" })
+    }
+}
+
+/// The body of `/livez` and `/readyz`.
+#[derive(Serialize)]
+struct ProbeBody {
+    status: &'static str,
+}
+
+/// A browser token, as `POST /api/session` returns it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionTokenBody {
+    token: String,
+    expires_at: String,
+    expires_in: u64,
+    protocol: &'static str,
+}
+
+/// `POST /api/session`: a browser token, for a server holding an API key.
+pub(super) async fn mint_session(
+    method: Method,
+    headers: HeaderMap,
+    auth: Option<Arc<Authenticator>>,
+) -> Response {
+    if method != Method::POST {
+        return response::method_not_allowed(&method, "/api/session", "POST");
+    }
+    let Some(auth) = auth else {
+        return response::error(
+            ErrorCode::AuthDisabled,
+            "authentication is off on this server: open /ws/audio without a token",
+        );
+    };
+    if let Err(refusal) = require_api_key(&auth, &headers) {
+        return refusal;
+    }
+    let issued = auth.mint();
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX);
+    let body = SessionTokenBody {
+        expires_at: to_iso(Timestamp::from_unix_millis(
+            i64::try_from(issued.expires_at_ms).unwrap_or(i64::MAX),
+        )),
+        expires_in: issued.expires_at_ms.saturating_sub(now_ms).div_ceil(1000),
+        token: issued.token,
+        protocol: auth::SUBPROTOCOL,
+    };
+    tracing::info!(expires_in_secs = body.expires_in, "browser token issued");
+    let mut answer = response::json(StatusCode::OK, &body);
+    // A token is a credential: no cache may keep it.
+    answer
+        .headers_mut()
+        .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    answer
+}
+
+/// Checks the request's API key; the refusal is the `401` to answer with.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once"
+)]
+pub(super) fn require_api_key(auth: &Authenticator, headers: &HeaderMap) -> Result<(), Response> {
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    auth.check_api_key(authorization).map_err(|error| {
+        tracing::warn!(reason = %error, "request refused: not authenticated");
+        ws::unauthorized(error)
+    })
+}
+
 /// `/api/chat`: POST with a JSON or form body.
 pub(super) async fn chat<S, B>(
     method: Method,
@@ -137,6 +235,7 @@ pub(super) async fn chat<S, B>(
     body: S,
     service: Arc<IngestService>,
     settings: HttpSettings,
+    auth: Option<Arc<Authenticator>>,
 ) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -145,10 +244,27 @@ where
     if method != Method::POST {
         return response::method_not_allowed(&method, "/api/chat", "POST");
     }
+    if let Some(auth) = auth
+        && let Err(refusal) = require_api_key(&auth, &headers)
+    {
+        return refusal;
+    }
     let kind = BodyKind::from_content_type(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     let parsed = async {
         check_content_encoding(&headers)?;
-        let bytes = read_body(&headers, body, settings.max_body_bytes).await?;
+        let bytes = tokio::time::timeout(
+            settings.body_timeout,
+            read_body(&headers, body, settings.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ChatBodyError::TooSlow {
+            secs: settings.body_timeout.as_secs(),
+        })??;
+        if kind == BodyKind::Json && nests_deeper_than(&bytes, settings.max_json_depth) {
+            return Err(ChatBodyError::TooDeep {
+                limit: settings.max_json_depth,
+            });
+        }
         ChatRequestBody::parse(kind, &bytes)?.try_into_domain()
     }
     .await;

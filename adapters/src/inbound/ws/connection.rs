@@ -11,9 +11,12 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use aimcs_application::HandleClientMessageError;
 use aimcs_domain::{
     AudioChunk, ClientMessage, Connection, Rejection, ServerMessage, SessionEnding, Stamped,
+    TokenBucket,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
@@ -25,15 +28,19 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::hub::Membership;
-use super::reply::{encode, encode_error};
+use super::reply::{encode, encode_error, encode_going_away};
 use super::{AudioBuffer, WsContext, decode};
 use crate::inbound::errors::{ErrorCode, handle_error_code, rejection_code};
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Close code and reason sent to every client when the service shuts down; the original sent
-/// the same, so clients that reconnect on it keep doing so.
-const SHUTDOWN_CLOSE: (u16, &str) = (1000, "Server shutting down");
+/// Close code and reason sent to every client when the service shuts down: 1001, "going away"
+/// (the original sent 1000 with the same reason; clients that reconnect on a close still do).
+pub(super) const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Server shutting down");
+
+/// The window over which rate-limited messages are counted: more than a burst's worth refused
+/// within it is persistent abuse, and the connection is closed.
+const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 
 /// How long a resume waits before asking again for a session whose holder is between letting
 /// go and having let go.
@@ -56,6 +63,23 @@ struct Task<'a> {
     context: &'a WsContext,
     /// Present while the connection holds a declared session.
     membership: Option<Membership>,
+    liveness: Liveness,
+    /// The connection's rate limit, if there is one.
+    bucket: Option<TokenBucket>,
+    /// Messages refused for the rate limit in the current window, and when it began.
+    refused: (u32, Instant),
+}
+
+/// What the connection knows about whether its client is still there.
+struct Liveness {
+    started: Instant,
+    /// Any frame at all, pongs included.
+    last_heard: Instant,
+    /// A message (text or binary frame).
+    last_message: Instant,
+    /// When the last ping went out, if one is unanswered so far.
+    ping_sent: Option<Instant>,
+    next_ping: Instant,
 }
 
 /// Runs the connection until it ends, then closes it in the application.
@@ -76,6 +100,18 @@ pub(super) async fn run(
         out: String::with_capacity(256),
         context: &context,
         membership: None,
+        liveness: Liveness {
+            started: Instant::now(),
+            last_heard: Instant::now(),
+            last_message: Instant::now(),
+            ping_sent: None,
+            next_ping: Instant::now() + context.settings.ping_interval,
+        },
+        bucket: context
+            .settings
+            .rate
+            .map(|limit| TokenBucket::new(limit, Duration::ZERO)),
+        refused: (0, Instant::now()),
     };
     let ending = match task.send(&greeting).await {
         Err(ending) => ending,
@@ -130,21 +166,45 @@ pub(super) async fn abandon(connection: Connection, context: &WsContext) {
 
 impl Task<'_> {
     async fn serve(&mut self) -> Ending {
+        let max_depth = self.context.settings.max_json_depth;
         loop {
             let superseded = self.membership.as_ref().map(|m| m.superseded.clone());
+            let idle_deadline = self.liveness.last_message + self.context.settings.idle_timeout;
+            let check_at = self.liveness.next_ping.min(idle_deadline);
             let frame = tokio::select! {
                 // Checked first so that a flood of frames cannot delay shutdown.
                 biased;
-                () = self.context.shutdown.cancelled() => {
-                    return Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned());
-                }
+                () = self.context.shutdown.cancelled() => return self.going_away().await,
                 () = cancelled(superseded) => return self.superseded().await,
+                () = tokio::time::sleep_until(check_at) => match self.check_liveness().await {
+                    Some(ending) => return ending,
+                    None => continue,
+                },
                 frame = self.socket.next() => frame,
             };
+            self.liveness.last_heard = Instant::now();
             let message = match frame {
                 None => return Ending::ClientGone,
-                Some(Ok(Message::Text(text))) => decode(text.as_bytes(), &mut self.audio),
-                Some(Ok(Message::Binary(bytes))) if self.connection.binary_frames_are_audio() => {
+                // tungstenite answers pings and close frames itself; keep reading until the
+                // stream ends so that the close handshake completes.
+                Some(Ok(
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
+                )) => continue,
+                Some(Err(error)) => return self.ending_for(error).await,
+                Some(Ok(message)) => message,
+            };
+            self.liveness.last_message = self.liveness.last_heard;
+            if let Some(refusal) = self.over_rate_limit() {
+                match refusal {
+                    Ok(reply) => match self.send(&reply).await {
+                        Ok(()) => continue,
+                        Err(ending) => return ending,
+                    },
+                    Err(ending) => return ending,
+                }
+            }
+            let message = match message {
+                Message::Binary(bytes) if self.connection.binary_frames_are_audio() => {
                     match AudioChunk::new(bytes) {
                         Ok(chunk) => ClientMessage::BinaryAudio(chunk),
                         Err(_) => ClientMessage::Invalid(Rejection::InvalidAudio(
@@ -154,20 +214,118 @@ impl Task<'_> {
                 }
                 // The original parsed binary frames as JSON too, reading invalid UTF-8 as
                 // U+FFFD, as Node's Buffer-to-string conversion does.
-                Some(Ok(Message::Binary(bytes))) => {
-                    decode(String::from_utf8_lossy(&bytes).as_bytes(), &mut self.audio)
-                }
-                // tungstenite answers pings and close frames itself; keep reading until the
-                // stream ends so that the close handshake completes.
-                Some(Ok(
-                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
-                )) => continue,
-                Some(Err(error)) => return self.ending_for(error).await,
+                Message::Binary(bytes) => decode(
+                    String::from_utf8_lossy(&bytes).as_bytes(),
+                    &mut self.audio,
+                    max_depth,
+                ),
+                Message::Text(text) => decode(text.as_bytes(), &mut self.audio, max_depth),
+                _ => continue,
             };
             if let Err(ending) = self.handle(message).await {
                 return ending;
             }
         }
+    }
+
+    /// Takes a token for a message; `None` when it may be handled, else the reply refusing it
+    /// or, for a client that keeps going over the limit, the end of the connection.
+    fn over_rate_limit(&mut self) -> Option<Result<Stamped<ServerMessage>, Ending>> {
+        let bucket = self.bucket.as_mut()?;
+        let limit = self.context.settings.rate?;
+        if bucket.take(self.liveness.started.elapsed()) {
+            return None;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.refused.1) > ABUSE_WINDOW {
+            self.refused = (0, now);
+        }
+        self.refused.0 += 1;
+        if self.refused.0 > limit.burst {
+            tracing::warn!(
+                per_second = limit.per_second,
+                refused = self.refused.0,
+                "client stays over its rate limit; closing"
+            );
+            let code = ErrorCode::RateLimitExceeded;
+            return Some(Err(Ending::Close(
+                code.close_code().unwrap_or(1008),
+                "rate limit exceeded".into(),
+            )));
+        }
+        tracing::debug!(
+            per_second = limit.per_second,
+            "message over the rate limit refused"
+        );
+        let at = self.context.service.now();
+        Some(Ok(Stamped {
+            at,
+            value: ServerMessage::Rejected(Rejection::RateLimited(limit.per_second)),
+        }))
+    }
+
+    /// Closes a connection whose client sent nothing for the idle timeout or answered no ping;
+    /// otherwise pings it when a ping is due.
+    async fn check_liveness(&mut self) -> Option<Ending> {
+        let now = Instant::now();
+        let settings = self.context.settings;
+        if now >= self.liveness.last_message + settings.idle_timeout {
+            tracing::info!(
+                idle_secs = settings.idle_timeout.as_secs(),
+                "idle connection; closing"
+            );
+            let _ = self
+                .send_error(
+                    ErrorCode::IdleTimeout,
+                    "no message for the idle timeout; closing",
+                )
+                .await;
+            return Some(Ending::Close(
+                ErrorCode::IdleTimeout.close_code().unwrap_or(1000),
+                "idle timeout".into(),
+            ));
+        }
+        if now < self.liveness.next_ping {
+            return None;
+        }
+        if let Some(sent) = self.liveness.ping_sent
+            && self.liveness.last_heard < sent
+        {
+            tracing::info!(
+                interval_secs = settings.ping_interval.as_secs(),
+                "client answered no ping; closing"
+            );
+            return Some(Ending::Close(
+                ErrorCode::PingTimeout.close_code().unwrap_or(1011),
+                "ping timeout".into(),
+            ));
+        }
+        self.liveness.ping_sent = Some(now);
+        self.liveness.next_ping = now + settings.ping_interval;
+        match tokio::time::timeout(
+            settings.send_timeout,
+            self.socket.send(Message::Ping(Default::default())),
+        )
+        .await
+        {
+            Ok(Ok(())) => None,
+            _ => Some(Ending::ClientGone),
+        }
+    }
+
+    /// The service is shutting down: tell the client, with what it needs to carry on
+    /// elsewhere, then close with 1001.
+    async fn going_away(&mut self) -> Ending {
+        self.out.clear();
+        let session = self
+            .connection
+            .session()
+            .filter(|s| s.is_declared())
+            .map(|s| (s.id(), s.last_seq()));
+        encode_going_away(session, self.context.service.now(), &mut self.out);
+        let notice = self.socket.send(Message::text(self.out.as_str()));
+        let _ = tokio::time::timeout(self.context.settings.close_timeout, notice).await;
+        Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned())
     }
 
     /// Carries out one message and sends its reply; an `Err` ends the connection.
@@ -260,28 +418,8 @@ impl Task<'_> {
 
     /// What a read error means for the connection.
     async fn ending_for(&mut self, error: WsError) -> Ending {
-        let (code, detail) = match error {
-            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
-                ErrorCode::MessageTooBig,
-                format!("message of {size} bytes is larger than the limit of {max_size} bytes"),
-            ),
-            WsError::Utf8(_) => (
-                ErrorCode::InvalidUtf8,
-                "text frame is not valid UTF-8".to_owned(),
-            ),
-            WsError::Protocol(
-                ProtocolError::ResetWithoutClosingHandshake
-                | ProtocolError::SendAfterClosing
-                | ProtocolError::ReceivedAfterClosing,
-            )
-            | WsError::ConnectionClosed
-            | WsError::AlreadyClosed
-            | WsError::Io(_) => {
-                tracing::debug!(error = %error, "websocket ended without a close handshake");
-                return Ending::ClientGone;
-            }
-            WsError::Protocol(violation) => (ErrorCode::ProtocolViolation, violation.to_string()),
-            error => (ErrorCode::Internal, error.to_string()),
+        let Some((code, detail)) = classify(error) else {
+            return Ending::ClientGone;
         };
         tracing::warn!(code = code.as_str(), error = detail, "closing websocket");
         // A client that can still parse messages learns why before the close frame says how; a
@@ -289,20 +427,12 @@ impl Task<'_> {
         if code != ErrorCode::ProtocolViolation {
             let _ = self.send_error(code, &detail).await;
         }
-        let close_code = code.close_code().unwrap_or(1011);
-        // A close reason is limited to 123 bytes by RFC 6455.
-        let mut reason = detail;
-        reason.truncate(reason.floor_char_boundary(123));
-        Ending::Close(close_code, reason)
+        Ending::Close(code.close_code().unwrap_or(1011), close_reason(detail))
     }
 
     async fn send(&mut self, message: &Stamped<ServerMessage>) -> Result<(), Ending> {
         self.out.clear();
-        encode(
-            message,
-            self.context.settings.max_message_bytes,
-            &mut self.out,
-        );
+        encode(message, &self.context.settings, &mut self.out);
         self.send_out().await
     }
 
@@ -337,6 +467,41 @@ impl Task<'_> {
     }
 }
 
+/// What a read error means: the error to report and close with, or `None` when the client is
+/// simply gone.
+pub(super) fn classify(error: WsError) -> Option<(ErrorCode, String)> {
+    let classified = match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+            ErrorCode::MessageTooBig,
+            format!("message of {size} bytes is larger than the limit of {max_size} bytes"),
+        ),
+        WsError::Utf8(_) => (
+            ErrorCode::InvalidUtf8,
+            "text frame is not valid UTF-8".to_owned(),
+        ),
+        WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        )
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Io(_) => {
+            tracing::debug!(error = %error, "websocket ended without a close handshake");
+            return None;
+        }
+        WsError::Protocol(violation) => (ErrorCode::ProtocolViolation, violation.to_string()),
+        error => (ErrorCode::Internal, error.to_string()),
+    };
+    Some(classified)
+}
+
+/// `detail` cut to the 123 bytes RFC 6455 allows a close reason.
+pub(super) fn close_reason(mut detail: String) -> String {
+    detail.truncate(detail.floor_char_boundary(123));
+    detail
+}
+
 /// How a connection whose session was taken by a resume ends.
 fn superseded_ending() -> Ending {
     Ending::Close(
@@ -355,7 +520,7 @@ async fn cancelled(token: Option<tokio_util::sync::CancellationToken>) {
 
 /// Sends a close frame and waits (bounded) for the client's, so that the close handshake
 /// completes and the client sees our code rather than a dropped connection.
-async fn close(socket: &mut Socket, code: u16, reason: String, context: &WsContext) {
+pub(super) async fn close(socket: &mut Socket, code: u16, reason: String, context: &WsContext) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),

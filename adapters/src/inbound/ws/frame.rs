@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use aimcs_domain::{AudioChunk, AudioMessage, AudioPayload, ClientMessage, ClientValue};
+use aimcs_domain::{AudioChunk, AudioMessage, AudioPayload, ClientMessage, ClientValue, Rejection};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::BytesMut;
@@ -15,6 +15,7 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::wire::js;
+use crate::wire::json_depth::nests_deeper_than;
 
 mod session;
 
@@ -69,8 +70,12 @@ pub(crate) struct WsClientFrame<'a> {
 }
 
 /// The message a frame holds; a frame that cannot be read becomes
-/// [`ClientMessage::Undecodable`], which has its own reply.
-pub(crate) fn decode(frame: &[u8], audio: &mut AudioBuffer) -> ClientMessage {
+/// [`ClientMessage::Undecodable`], which has its own reply, and one that nests JSON deeper than
+/// `max_depth` is refused before it is parsed.
+pub(crate) fn decode(frame: &[u8], audio: &mut AudioBuffer, max_depth: usize) -> ClientMessage {
+    if nests_deeper_than(frame, max_depth) {
+        return ClientMessage::Invalid(Rejection::JsonTooDeep(max_depth));
+    }
     match WsClientFrame::parse(frame) {
         Ok(frame) => frame.into_domain(audio),
         Err(error) => ClientMessage::Undecodable {

@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 
 use aimcs_domain::{
     AudioFormat, AudioProgress, AudioTotals, ClientValue, Container, SampleEncoding, ServerMessage,
-    SessionInfo, SessionSummary, Stamped, Timestamp,
+    SessionId, SessionInfo, SessionSummary, Stamped, Timestamp,
 };
 
+use super::WsSettings;
 use crate::inbound::errors::{ErrorCode, rejection_code};
 use crate::wire::js::write_json_string;
 use crate::wire::timestamp::write_iso;
@@ -16,15 +17,17 @@ use crate::wire::timestamp::write_iso;
 /// The `message` of every `error`, kept from the original so clients matching on it still do.
 const FAILED_TO_PROCESS: &str = "Failed to process message";
 
-/// Appends `message` as one JSON object to `out`; `max_message_bytes` is announced to
-/// clients that start a session.
-pub(crate) fn encode(message: &Stamped<ServerMessage>, max_message_bytes: usize, out: &mut String) {
+/// Appends `message` as one JSON object to `out`; the connection's `limits` are announced in
+/// the greeting, and the message size in a session's start.
+pub(crate) fn encode(message: &Stamped<ServerMessage>, limits: &WsSettings, out: &mut String) {
+    let max_message_bytes = limits.max_message_bytes;
     match &message.value {
         ServerMessage::Connected { connection_id } => {
             out.push_str(r#"{"type":"connection","message":"WebSocket connected successfully","connectionId":""#);
             // Hyphenated UUIDs need no escaping.
             let _ = write!(out, "{connection_id}");
             out.push('"');
+            push_limits(out, limits);
         }
         ServerMessage::TestResponse { original_message } => {
             out.push_str(
@@ -94,6 +97,49 @@ pub(crate) fn encode_error(code: ErrorCode, detail: &str, at: Timestamp, out: &m
     out.push_str(r#","code":""#);
     out.push_str(code.as_str());
     out.push_str("\"}");
+}
+
+/// Appends the `going_away` notice sent before a shutdown closes the socket: it says what the
+/// client's session had stored, so that it can start again elsewhere from there. Sessions do
+/// not outlive this process, so `resumable` is false.
+pub(crate) fn encode_going_away(
+    session: Option<(SessionId, Option<u64>)>,
+    at: Timestamp,
+    out: &mut String,
+) {
+    out.push_str(r#"{"type":"going_away","message":"Server shutting down","reason":"shutdown","resumable":false"#);
+    if let Some((session, last_seq)) = session {
+        let _ = write!(out, r#","sessionId":"{session}""#);
+        push_last_seq(out, last_seq);
+    }
+    push_timestamp(out, at);
+    out.push('}');
+}
+
+/// Every limit of the connection, so that a client can keep within them rather than find
+/// them by being refused.
+fn push_limits(out: &mut String, limits: &WsSettings) {
+    let _ = write!(
+        out,
+        r#","limits":{{"maxMessageBytes":{0},"maxFrameBytes":{0},"maxJsonDepth":{1}"#,
+        limits.max_message_bytes, limits.max_json_depth
+    );
+    match limits.rate {
+        Some(rate) => {
+            let _ = write!(
+                out,
+                r#","maxMessagesPerSecond":{},"burst":{}"#,
+                rate.per_second, rate.burst
+            );
+        }
+        None => out.push_str(r#","maxMessagesPerSecond":null,"burst":null"#),
+    }
+    let _ = write!(
+        out,
+        r#","pingIntervalMs":{},"idleTimeoutMs":{}}}"#,
+        limits.ping_interval.as_millis(),
+        limits.idle_timeout.as_millis()
+    );
 }
 
 /// A field the original left out entirely when the client had not sent it.
@@ -224,7 +270,7 @@ mod tests {
 
     fn encoded(value: ServerMessage) -> String {
         let mut out = String::new();
-        encode(&Stamped { at: T0, value }, 1_048_576, &mut out);
+        encode(&Stamped { at: T0, value }, &WsSettings::default(), &mut out);
         // Every message must be valid JSON, whatever it holds.
         serde_json::from_str::<serde_json::Value>(&out).unwrap();
         out
@@ -235,7 +281,7 @@ mod tests {
         let id: ConnectionId = "6f1c2d3e-4b5a-4c6d-8e7f-001122334455".parse().unwrap();
         assert_eq!(
             encoded(ServerMessage::Connected { connection_id: id }),
-            r#"{"type":"connection","message":"WebSocket connected successfully","connectionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","timestamp":"2025-06-27T04:20:11.123Z"}"#
+            r#"{"type":"connection","message":"WebSocket connected successfully","connectionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","limits":{"maxMessageBytes":1048576,"maxFrameBytes":1048576,"maxJsonDepth":32,"maxMessagesPerSecond":100,"burst":200,"pingIntervalMs":25000,"idleTimeoutMs":300000},"timestamp":"2025-06-27T04:20:11.123Z"}"#
         );
     }
 

@@ -1,13 +1,15 @@
 //! The RFC 6455 opening handshake on `/ws/audio`, done by hand so that the socket that follows
-//! is configured by us (see the module above). A connection is registered before `101` is
-//! sent: if the store cannot take it, the client gets a clear `503` instead of a socket that
-//! closes at once.
+//! is configured by us (see the module above). Everything that can refuse a client does so
+//! before `101`, with a status and a JSON body saying why: a malformed handshake, a foreign
+//! browser origin (403), missing or bad credentials (401), the connection limit (503), and a
+//! connection store that cannot take one more (503).
 
 use std::net::SocketAddr;
 
 use aimcs_application::NewConnection;
 use http::header::{
-    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE, USER_AGENT,
+    AUTHORIZATION, CONNECTION, HOST, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -19,26 +21,52 @@ use tracing::Instrument as _;
 use warp::reply::Response;
 
 use super::WsContext;
-use super::connection;
-use crate::inbound::errors::{ErrorCode, open_error_code};
+use super::{connection, echo};
+use crate::inbound::auth::{self, AuthError, Authenticator};
+use crate::inbound::errors::{ErrorCode, auth_error_code, open_error_code};
 use crate::inbound::http::response;
+
+/// The WebSocket endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/ws/audio`: the service.
+    Audio,
+    /// `/ws/echo`: every message sent back, for conformance tests.
+    Echo,
+}
+
+impl Endpoint {
+    /// The endpoint's path.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Self::Audio => "/ws/audio",
+            Self::Echo => "/ws/echo",
+        }
+    }
+}
 
 /// What the upgrade needs from the request.
 pub(crate) struct UpgradeRequest {
+    pub(crate) endpoint: Endpoint,
     pub(crate) method: Method,
     pub(crate) headers: HeaderMap,
     pub(crate) on_upgrade: Option<OnUpgrade>,
     pub(crate) peer: Option<SocketAddr>,
+    /// The raw query string, which may carry `token=`.
+    pub(crate) query: Option<String>,
 }
 
 /// Answers an upgrade request: `101` and a connection task, or an error response saying what
 /// was wrong with the request.
-pub(crate) async fn upgrade(request: UpgradeRequest, context: WsContext) -> Response {
+pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> Response {
     let key = match check_handshake(&request) {
         Ok(key) => key,
         Err(refusal) => return refusal,
     };
-    let Some(on_upgrade) = request.on_upgrade else {
+    if let Err(refusal) = check_origin(&request.headers, &context) {
+        return refusal;
+    }
+    let Some(on_upgrade) = request.on_upgrade.take() else {
         // hyper only offers an upgrade on HTTP/1.1 requests that ask for one.
         return response::error(
             ErrorCode::BadHandshake,
@@ -48,27 +76,27 @@ pub(crate) async fn upgrade(request: UpgradeRequest, context: WsContext) -> Resp
     if context.shutdown.is_cancelled() {
         return response::error(ErrorCode::Unavailable, "server is shutting down");
     }
-
-    let new = NewConnection {
-        peer: request.peer.map(|addr| addr.to_string()),
-        user_agent: request
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
-    let (connection, greeting) = match context.service.open_connection(new).await {
-        Ok(opened) => opened,
-        Err(error) => {
-            tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "websocket connection refused");
-            return response::error(
-                open_error_code(&error),
-                "connection could not be registered; try again",
-            );
-        }
+    let Ok(slot) = std::sync::Arc::clone(&context.slots).try_acquire_owned() else {
+        tracing::warn!(
+            limit = context.settings.max_connections,
+            "websocket refused: connection limit reached"
+        );
+        let mut refusal = response::error(
+            ErrorCode::TooManyConnections,
+            "too many WebSocket connections; try again shortly",
+        );
+        refusal
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return refusal;
     };
 
-    let span = tracing::info_span!("ws", connection_id = %connection.id());
+    // After the limit, so that a refused client does not spend its single-use token.
+    let subprotocol = match authenticate(&request, context.auth.as_deref()) {
+        Ok(subprotocol) => subprotocol,
+        Err(refusal) => return refusal,
+    };
+
     let config = WebSocketConfig::default()
         .read_buffer_size(context.settings.read_buffer_bytes)
         // Replies are small and each is flushed at once; a large write buffer would only be
@@ -76,34 +104,191 @@ pub(crate) async fn upgrade(request: UpgradeRequest, context: WsContext) -> Resp
         .write_buffer_size(0)
         .max_message_size(Some(context.settings.max_message_bytes))
         .max_frame_size(Some(context.settings.max_message_bytes));
-    let tracker = context.tracker.clone();
-    tracker.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
-                    connection::run(socket, connection, greeting, context).await;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "websocket upgrade did not complete");
-                    connection::abandon(connection, &context).await;
-                }
+    let socket = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => Some(
+                WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await,
+            ),
+            Err(error) => {
+                tracing::warn!(error = %error, "websocket upgrade did not complete");
+                None
             }
         }
-        .instrument(span),
-    );
+    };
+    let tracker = context.tracker.clone();
+    match request.endpoint {
+        Endpoint::Echo => {
+            let span = tracing::info_span!("ws_echo", connection_id = %uuid::Uuid::new_v4());
+            tracker.spawn(
+                async move {
+                    let _slot = slot;
+                    if let Some(socket) = socket.await {
+                        echo::run(socket, context).await;
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        Endpoint::Audio => {
+            let new = NewConnection {
+                peer: request.peer.map(|addr| addr.to_string()),
+                user_agent: request
+                    .headers
+                    .get(USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            };
+            let (connection, greeting) = match context.service.open_connection(new).await {
+                Ok(opened) => opened,
+                Err(error) => {
+                    tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "websocket connection refused");
+                    return response::error(
+                        open_error_code(&error),
+                        "connection could not be registered; try again",
+                    );
+                }
+            };
+            let span = tracing::info_span!("ws", connection_id = %connection.id());
+            tracker.spawn(
+                async move {
+                    // Held for as long as the connection lives.
+                    let _slot = slot;
+                    match socket.await {
+                        Some(socket) => {
+                            connection::run(socket, connection, greeting, context).await
+                        }
+                        None => connection::abandon(connection, &context).await,
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
 
     let mut response = response::empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(SEC_WEBSOCKET_ACCEPT, key);
+    if subprotocol {
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(auth::SUBPROTOCOL),
+        );
+    }
     response
+}
+
+/// Refuses a browser whose page is neither on the allow-list nor served by us: without this,
+/// any web page a user visits could open a socket here with the user's cookies and network
+/// position (cross-site WebSocket hijacking). Clients that are not browsers send no `Origin`.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once"
+)]
+fn check_origin(headers: &HeaderMap, context: &super::WsContext) -> Result<(), Response> {
+    let Some(origin) = headers.get(ORIGIN) else {
+        if context.settings.allow_missing_origin {
+            return Ok(());
+        }
+        tracing::info!(
+            "websocket refused: no Origin header and non-browser clients are not allowed"
+        );
+        return Err(response::error(
+            ErrorCode::ForbiddenOrigin,
+            "an Origin header is required on this server",
+        ));
+    };
+    if context.origins.allows(origin) || is_same_origin(origin, headers.get(HOST)) {
+        return Ok(());
+    }
+    tracing::warn!(origin = ?origin, "websocket refused: origin not allowed");
+    Err(response::error(
+        ErrorCode::ForbiddenOrigin,
+        "this origin may not open a WebSocket here; add it to cors.allowed_origins",
+    ))
+}
+
+/// Whether `origin` names the host the request was sent to: a page served by this service.
+fn is_same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(HeaderValue::to_str)) else {
+        return false;
+    };
+    origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .is_some_and(|authority| !authority.is_empty() && authority.eq_ignore_ascii_case(host))
+}
+
+/// Checks credentials when authentication is on, and says whether to answer with the
+/// `aimcs.v1` subprotocol (whenever the client offered it: a browser that offered
+/// subprotocols drops a connection whose answer names none).
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once"
+)]
+fn authenticate(
+    request: &UpgradeRequest,
+    authenticator: Option<&Authenticator>,
+) -> Result<bool, Response> {
+    let offered = request
+        .headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (subprotocol_token, offers_ours) = auth::token_from_subprotocols(&offered);
+    if subprotocol_token.is_some() && !offers_ours {
+        return Err(response::error(
+            ErrorCode::BadHandshake,
+            "a token in Sec-WebSocket-Protocol must be offered beside aimcs.v1",
+        ));
+    }
+    let Some(authenticator) = authenticator else {
+        return Ok(offers_ours);
+    };
+    let query_token = request.query.as_deref().and_then(token_from_query);
+    let outcome = match (
+        subprotocol_token.or(query_token),
+        request.headers.get(AUTHORIZATION),
+    ) {
+        (Some(token), _) => authenticator.redeem(token),
+        (None, Some(authorization)) => authenticator.check_api_key(authorization.to_str().ok()),
+        (None, None) => Err(AuthError::Missing),
+    };
+    match outcome {
+        Ok(()) => Ok(offers_ours),
+        Err(error) => {
+            // The outcome only: the credential itself never reaches the logs.
+            tracing::warn!(reason = %error, "websocket refused: not authenticated");
+            Err(unauthorized(error))
+        }
+    }
+}
+
+/// `401` saying what was wrong with the credentials.
+pub(crate) fn unauthorized(error: AuthError) -> Response {
+    let mut refusal = response::error(auth_error_code(error), &error.to_string());
+    refusal.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Bearer realm="aimcs""#),
+    );
+    refusal
+}
+
+/// The `token` parameter of a query string. Tokens are base64url and `.`, which need no
+/// percent-encoding; an encoded one simply fails to verify.
+fn token_from_query(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|token| !token.is_empty())
 }
 
 /// Checks the request against RFC 6455 section 4.2.1 and returns the `Sec-WebSocket-Accept`
@@ -117,7 +302,7 @@ fn check_handshake(request: &UpgradeRequest) -> Result<HeaderValue, Response> {
     if request.method != Method::GET {
         return Err(response::method_not_allowed(
             &request.method,
-            "/ws/audio",
+            request.endpoint.path(),
             "GET",
         ));
     }
@@ -198,10 +383,12 @@ mod tests {
             headers.append(*name, HeaderValue::from_static(value));
         }
         UpgradeRequest {
+            endpoint: Endpoint::Audio,
             method: Method::GET,
             headers,
             on_upgrade: None,
             peer: None,
+            query: None,
         }
     }
 

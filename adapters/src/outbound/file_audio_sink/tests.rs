@@ -26,7 +26,25 @@ fn settings(dir: &Path) -> FileSinkSettings {
 }
 
 fn sink(dir: &Path) -> FileAudioSink {
-    FileAudioSink::open(settings(dir)).unwrap().0
+    reopen(dir).0
+}
+
+/// Opens the sink on `dir`, which a sink dropped just before may have used. A `sox` that
+/// another test forks at that moment holds a copy of the directory lock until it execs, so
+/// the lock may stay taken for a few milliseconds after the drop.
+fn reopen(dir: &Path) -> (FileAudioSink, super::StartupReport) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match FileAudioSink::open(settings(dir)) {
+            Err(error)
+                if error.source.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            opened => return opened.unwrap(),
+        }
+    }
 }
 
 fn session(format: AudioFormat) -> Session {
@@ -217,7 +235,7 @@ async fn a_recording_a_crash_left_unfinished_is_repaired_at_the_next_start() {
     }
 
     // Act
-    let (_sink, report) = FileAudioSink::open(settings(dir.path())).unwrap();
+    let (_sink, report) = reopen(dir.path());
 
     // Assert
     assert_eq!(report.repaired, 1);

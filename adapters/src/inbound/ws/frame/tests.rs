@@ -8,8 +8,11 @@ use aimcs_domain::{
 
 use super::{AudioBuffer, decode as decode_frame};
 
+/// The default limit on JSON nesting.
+const DEPTH: usize = 32;
+
 fn decode(frame: &str) -> ClientMessage {
-    decode_frame(frame.as_bytes(), &mut AudioBuffer::default())
+    decode_frame(frame.as_bytes(), &mut AudioBuffer::default(), DEPTH)
 }
 
 fn value(text: &str) -> Option<ClientValue> {
@@ -17,7 +20,7 @@ fn value(text: &str) -> Option<ClientValue> {
 }
 
 fn undecodable_reason(frame: &[u8]) -> String {
-    match decode_frame(frame, &mut AudioBuffer::default()) {
+    match decode_frame(frame, &mut AudioBuffer::default(), DEPTH) {
         ClientMessage::Undecodable { reason } => reason,
         other => panic!(
             "expected undecodable for {:?}, got {other:?}",
@@ -251,32 +254,27 @@ fn invalid_utf8_is_undecodable() {
 }
 
 #[test]
-fn deep_nesting_is_read_without_exhausting_the_stack_as_json_parse_read_it() {
-    // Node's JSON.parse takes 10,000 levels; skipping a value does not recurse, so neither
-    // does the decoder, and the original's replies follow.
+fn nesting_deeper_than_the_limit_is_refused_before_parsing() {
     let (open, close) = ("[".repeat(10_000), "]".repeat(10_000));
-    assert_eq!(
-        decode(&format!("{open}{close}")),
-        ClientMessage::Unknown {
-            original_type: None
-        }
-    );
-    assert_eq!(
-        decode(&format!(r#"{{"type":"x","deep":{open}1{close}}}"#)),
-        ClientMessage::Unknown {
-            original_type: value(r#""x""#)
-        }
-    );
+    for frame in [
+        format!("{open}{close}"),
+        format!(r#"{{"type":"x","deep":{open}1{close}}}"#),
+        format!(r#"{{"type":"test","message":{open}1{close}}}"#),
+    ] {
+        assert_eq!(
+            decode(&frame),
+            ClientMessage::Invalid(Rejection::JsonTooDeep(DEPTH))
+        );
+    }
 }
 
 #[test]
-fn a_deeply_nested_test_message_comes_back_as_sent() {
-    let message = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
-    let decoded = decode(&format!(r#"{{"type":"test","message":{message}}}"#));
+fn nesting_up_to_the_limit_is_fine() {
+    let nested = format!("{}1{}", "[".repeat(31), "]".repeat(31));
     assert_eq!(
-        decoded,
+        decode(&format!(r#"{{"type":"test","message":{nested}}}"#)),
         ClientMessage::Test {
-            message: value(&message)
+            message: value(&nested)
         }
     );
 }
@@ -285,7 +283,7 @@ fn a_deeply_nested_test_message_comes_back_as_sent() {
 fn the_audio_buffer_is_reused_once_a_chunk_has_been_dropped() {
     let mut buffer = AudioBuffer::default();
     let frame = format!(r#"{{"type":"audio","data":"{}"}}"#, "AAAA".repeat(1_000));
-    let mut chunk_address = || match decode_frame(frame.as_bytes(), &mut buffer) {
+    let mut chunk_address = || match decode_frame(frame.as_bytes(), &mut buffer, DEPTH) {
         ClientMessage::Audio(AudioMessage {
             payload: AudioPayload::Chunk(chunk),
             ..
