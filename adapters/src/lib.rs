@@ -13,6 +13,26 @@ pub mod inbound;
 pub mod outbound;
 mod wire;
 
+/// Entry points for the fuzz targets in `tests/fuzz`: the parsing of untrusted input, which
+/// is otherwise private. Not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use aimcs_domain::ClientMessage;
+
+    use crate::inbound::ws::{AudioBuffer, decode};
+
+    /// Reads one client frame as the connection task does, with the default depth limit.
+    pub fn decode_client_frame(frame: &[u8]) -> ClientMessage {
+        decode(frame, &mut AudioBuffer::default(), 32)
+    }
+
+    /// The JSON nesting check run before every parse.
+    pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+        crate::wire::json_depth::nests_deeper_than(json, max)
+    }
+}
+
 pub use inbound::http::{CorsPolicy, HttpSettings, InvalidOrigin};
 pub use inbound::server::{BindError, Server, ServerSettings, ShutdownReport};
 pub use inbound::ws::WsSettings;

@@ -15,13 +15,18 @@ const BINARY: &str = env!("CARGO_BIN_EXE_aimcs-backend");
 /// The binary with an empty environment, run in a directory of its own so that its default
 /// `recordings/` lands there (the file sink refuses a directory another process is using).
 fn binary() -> Command {
+    binary_in_own_directory().0
+}
+
+/// [`binary`], and the directory it runs in.
+fn binary_in_own_directory() -> (Command, std::path::PathBuf) {
     static SCRATCH: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let scratch = SCRATCH.get_or_init(|| tempfile::tempdir().expect("a scratch directory"));
     let own = scratch.path().join(uuid_like());
     std::fs::create_dir(&own).expect("a directory for this run");
     let mut command = Command::new(BINARY);
-    command.env_clear().current_dir(own);
-    command
+    command.env_clear().current_dir(&own);
+    (command, own)
 }
 
 /// A name no other run in this process uses.
@@ -38,10 +43,12 @@ struct Running {
     child: Child,
     addr: String,
     logs: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    /// The working directory, which holds `recordings/`.
+    dir: std::path::PathBuf,
 }
 
 async fn start(extra_env: &[(&str, &str)]) -> Running {
-    let mut command = binary();
+    let (mut command, dir) = binary_in_own_directory();
     command
         .env("APP_SERVER__HOST", "127.0.0.1")
         .env("APP_SERVER__PORT", "0")
@@ -73,7 +80,12 @@ async fn start(extra_env: &[(&str, &str)]) -> Running {
                 .to_owned();
         }
     };
-    Running { child, addr, logs }
+    Running {
+        child,
+        addr,
+        logs,
+        dir,
+    }
 }
 
 fn signal(child: &Child, name: &str) {
@@ -277,4 +289,194 @@ async fn help_and_version_are_printed() {
         String::from_utf8_lossy(&version.stdout).trim(),
         format!("aimcs-backend {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// What one streaming client saw.
+#[derive(Debug, Default)]
+struct Streamed {
+    recording: String,
+    /// The audio it sent, in order.
+    sent: Vec<u8>,
+    /// Bytes the server acknowledged.
+    acked: u64,
+    going_away: bool,
+    close: Option<u16>,
+}
+
+/// Starts a session and streams 20 ms chunks of distinct bytes until the server closes.
+async fn stream_until_closed(addr: String, client: u8) -> Streamed {
+    use base64::Engine as _;
+    use futures_util::SinkExt as _;
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/audio"))
+        .await
+        .expect("the upgrade succeeds");
+    let (mut tx, mut rx) = socket.split();
+    rx.next().await.expect("a greeting").unwrap();
+    let start = serde_json::json!({"type": "session_start", "format": {"encoding": "pcm_s16le", "sampleRate": 16000, "channels": 1}});
+    tx.send(Message::text(start.to_string())).await.unwrap();
+    let started: Value =
+        serde_json::from_str(rx.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(started["type"], "session_started", "{started}");
+    let mut streamed = Streamed {
+        recording: started["recordingId"].as_str().unwrap().to_owned(),
+        ..Streamed::default()
+    };
+
+    // Appended before each send: what the client meant to send, whatever became of it.
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writing = std::sync::Arc::clone(&sent);
+    let writer = tokio::spawn(async move {
+        for seq in 0_u64..5_000 {
+            let chunk: Vec<u8> = (0..640_u32)
+                .map(|i| (u64::from(i) + seq * 7 + u64::from(client) * 31) as u8)
+                .collect();
+            let message = serde_json::json!({
+                "type": "audio",
+                "seq": seq,
+                "data": base64::engine::general_purpose::STANDARD.encode(&chunk),
+            });
+            writing.lock().unwrap().extend_from_slice(&chunk);
+            if tx.send(Message::text(message.to_string())).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(15), rx.next()).await
+    {
+        match message {
+            Message::Text(text) => {
+                let reply: Value = serde_json::from_str(&text).unwrap();
+                match reply["type"].as_str() {
+                    Some("audio_received") => {
+                        streamed.acked += reply["decodedSize"].as_u64().unwrap();
+                    }
+                    Some("going_away") => streamed.going_away = true,
+                    _ => panic!("unexpected reply {reply}"),
+                }
+            }
+            Message::Close(frame) => {
+                streamed.close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    writer.abort();
+    let _ = writer.await;
+    streamed.sent = std::mem::take(&mut *sent.lock().unwrap());
+    streamed
+}
+
+/// The data of a WAV file's `data` chunk.
+fn wav_data(path: &std::path::Path) -> Vec<u8> {
+    let wav = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut at = 12;
+    while at + 8 <= wav.len() {
+        let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into().unwrap()) as usize;
+        if &wav[at..at + 4] == b"data" {
+            return wav[at + 8..(at + 8 + size).min(wav.len())].to_vec();
+        }
+        at += 8 + size + size % 2;
+    }
+    panic!("{} has no data chunk", path.display());
+}
+
+#[tokio::test]
+async fn sigterm_with_twenty_clients_streaming_loses_no_acknowledged_audio() {
+    let mut running = start(&[("APP_SERVER__SHUTDOWN_GRACE_SECS", "10")]).await;
+    let clients: Vec<_> = (0..20)
+        .map(|client| tokio::spawn(stream_until_closed(running.addr.clone(), client)))
+        .collect();
+    // Let every client get well into its stream.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    signal(&running.child, "TERM");
+
+    let mut results = Vec::new();
+    for client in clients {
+        results.push(client.await.unwrap());
+    }
+    assert_eq!(exit_code(&mut running.child).await, 0);
+    for (i, streamed) in results.iter().enumerate() {
+        assert!(
+            streamed.acked >= 640 * 20,
+            "client {i} barely streamed: {streamed:?}"
+        );
+        assert!(streamed.going_away, "client {i} was not told");
+        assert_eq!(streamed.close, Some(1001), "client {i}");
+        let data = wav_data(
+            &running
+                .dir
+                .join("recordings")
+                .join(format!("{}.wav", streamed.recording)),
+        );
+        let acked = usize::try_from(streamed.acked).unwrap();
+        assert!(
+            data.len() >= acked,
+            "client {i}: {} bytes recorded, {acked} acknowledged",
+            data.len()
+        );
+        assert!(
+            streamed.sent.starts_with(&data),
+            "client {i}: the recording is not what was sent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_keys_and_tokens_never_reach_the_logs() {
+    const KEY: &str = "never-log-this-key-0123456789";
+    let mut running = start(&[
+        ("APP_LOG__LEVEL", "trace"),
+        ("APP_AUTH__ENABLED", "true"),
+        ("APP_AUTH__API_KEYS", KEY),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", running.addr);
+    let issued: Value = http
+        .post(format!("{base}/api/session"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let url = format!("ws://{}/ws/audio?token={token}", running.addr);
+    let (socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    drop(socket);
+    // A reuse, a wrong key and a tampered token are refused, and logged as refused.
+    assert!(tokio_tungstenite::connect_async(&url).await.is_err());
+    let wrong = http
+        .post(format!("{base}/api/session"))
+        .bearer_auth(format!("{KEY}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    signal(&running.child, "TERM");
+    assert_eq!(exit_code(&mut running.child).await, 0);
+    let mut lines = Vec::new();
+    while let Ok(line) = running.logs.try_recv() {
+        lines.push(line.to_string());
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("not authenticated")),
+        "refusals are logged: {lines:#?}"
+    );
+    let (signature, payload) = (
+        token.rsplit('.').next().unwrap(),
+        token.split('.').next().unwrap(),
+    );
+    for line in &lines {
+        assert!(!line.contains(KEY), "a key was logged: {line}");
+        assert!(
+            !line.contains(signature) && !line.contains(payload),
+            "a token was logged: {line}"
+        );
+    }
 }

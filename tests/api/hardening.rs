@@ -528,3 +528,28 @@ async fn a_connection_idle_past_the_idle_timeout_is_told_and_closed_with_4408() 
     assert_eq!(ending, Ending::Closed(4408, "idle timeout".into()));
     assert_healthy(&app).await;
 }
+
+#[tokio::test]
+async fn beyond_the_tcp_connection_limit_new_clients_wait_for_a_free_slot() {
+    let app = spawn_app_with(|settings| {
+        settings.server.max_connections = 4_u64.try_into().unwrap();
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let waiting = tokio::time::timeout(Duration::from_millis(500), app.get("/health")).await;
+    assert!(
+        waiting.is_err(),
+        "a fifth connection is not served while four are held"
+    );
+
+    held.pop();
+    let served = tokio::time::timeout(Duration::from_secs(5), app.get("/health")).await;
+    assert_eq!(served.expect("served once a slot is free").status(), 200);
+}

@@ -8,5 +8,6 @@ mod hardening;
 mod http;
 mod sessions;
 mod shutdown;
+mod tls;
 mod transport;
 mod ws;

@@ -148,3 +148,30 @@ async fn a_client_trickling_its_headers_does_not_hold_shutdown_until_the_header_
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn readiness_turns_503_for_the_drain_delay_while_everything_else_still_answers() {
+    let mut app = spawn_app_with(|settings| settings.server.drain_delay_secs = 1).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let mut client = app.connect().await;
+    client.next_json().await;
+
+    app.trigger_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "draining"
+    );
+    assert_eq!(app.get("/livez").await.status(), 200);
+    assert_eq!(app.get("/health").await.status(), 200);
+    assert_eq!(client.ask(&json!({"type": "ping"})).await["type"], "pong");
+    // Then the drain proper: the socket is told and closed.
+    assert_eq!(
+        client.ending().await,
+        Ending::Closed(1001, "Server shutting down".into())
+    );
+    assert!(app.shut_down().await.drained);
+}
