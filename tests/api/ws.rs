@@ -26,7 +26,7 @@ async fn a_new_connection_is_greeted_with_its_id() {
             "maxMessagesPerSecond": 100,
             "burst": 200,
             "pingIntervalMs": 25_000,
-            "idleTimeoutMs": 300_000,
+            "idleTimeoutMs": 600_000,
         })
     );
     assert_eq!(greeting["type"], "connection");

@@ -60,14 +60,14 @@ impl Default for WsSettings {
             read_buffer_bytes: 4 * 1024,
             close_timeout: Duration::from_secs(2),
             send_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
+            max_connections: 4_096,
             rate: Some(aimcs_domain::RateLimit {
                 per_second: 100,
                 burst: 200,
             }),
             max_json_depth: 32,
             ping_interval: Duration::from_secs(25),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(600),
             allow_missing_origin: true,
             echo_endpoint: false,
         }

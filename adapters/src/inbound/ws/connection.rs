@@ -473,7 +473,9 @@ pub(super) fn classify(error: WsError) -> Option<(ErrorCode, String)> {
     let classified = match error {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
             ErrorCode::MessageTooBig,
-            format!("message of {size} bytes is larger than the limit of {max_size} bytes"),
+            format!(
+                "message of at least {size} bytes is larger than the limit of {max_size} bytes"
+            ),
         ),
         WsError::Utf8(_) => (
             ErrorCode::InvalidUtf8,

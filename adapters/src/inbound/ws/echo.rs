@@ -1,7 +1,9 @@
 //! `/ws/echo`: every text and binary message sent back as it came. It exists so that the
-//! Autobahn conformance cases exercise the transport (handshake, framing, UTF-8 checks, size
-//! limits, ping and close handling) with exactly the production settings. Off by default, and
-//! refused by the settings in production.
+//! Autobahn conformance cases exercise the transport (handshake, origin and credential checks,
+//! framing, UTF-8 checks, size limits, close handling) with the production transport settings.
+//! The message-level limits of `/ws/audio` (rate, JSON depth, pings) are not applied: echoed
+//! messages are not JSON, and the cases send bursts on purpose. Off by default, and refused by
+//! the settings in production.
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;

@@ -281,7 +281,7 @@ mod tests {
         let id: ConnectionId = "6f1c2d3e-4b5a-4c6d-8e7f-001122334455".parse().unwrap();
         assert_eq!(
             encoded(ServerMessage::Connected { connection_id: id }),
-            r#"{"type":"connection","message":"WebSocket connected successfully","connectionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","limits":{"maxMessageBytes":1048576,"maxFrameBytes":1048576,"maxJsonDepth":32,"maxMessagesPerSecond":100,"burst":200,"pingIntervalMs":25000,"idleTimeoutMs":300000},"timestamp":"2025-06-27T04:20:11.123Z"}"#
+            r#"{"type":"connection","message":"WebSocket connected successfully","connectionId":"6f1c2d3e-4b5a-4c6d-8e7f-001122334455","limits":{"maxMessageBytes":1048576,"maxFrameBytes":1048576,"maxJsonDepth":32,"maxMessagesPerSecond":100,"burst":200,"pingIntervalMs":25000,"idleTimeoutMs":600000},"timestamp":"2025-06-27T04:20:11.123Z"}"#
         );
     }
 
