@@ -51,6 +51,9 @@ fn is_setting_variable(key: &str) -> bool {
 /// recording file per WebSocket, within a process's usual limit of 20,000 open files.
 const DEFAULT_MAX_TCP_CONNECTIONS: usize = 6_000;
 
+/// The longest a browser token may live: a token is a bearer credential in a URL or header.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 /// The origins the original allowed; the default allow-list.
 pub const SEED_ORIGINS: [&str; 4] = [
     "https://aimcs-frontend-eastus2.azurewebsites.net",
@@ -684,6 +687,12 @@ impl Settings {
             return refuse(
                 &["ws", "echo_endpoint"],
                 "the echo endpoint is for conformance tests and is refused in production",
+            );
+        }
+        if self.auth.token_ttl_secs.duration() > MAX_TOKEN_TTL {
+            return refuse(
+                &["auth", "token_ttl_secs"],
+                "browser tokens must be short-lived: at most 3600 seconds",
             );
         }
         if self.ws.max_messages_per_second > 0 && self.ws.burst == 0 {

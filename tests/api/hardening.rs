@@ -51,15 +51,27 @@ async fn a_literal_null_origin_is_foreign_too() {
 }
 
 #[tokio::test]
-async fn allowed_origins_the_services_own_origin_and_clients_without_origin_are_accepted() {
+async fn a_page_whose_origin_matches_the_host_is_still_foreign() {
+    // DNS rebinding: the attacker's name points at this service, so Origin and Host agree.
     let app = spawn_app().await;
-    let own = format!("http://{}", app.addr);
+    let host = format!("evil.example:{}", app.addr.port());
+    let origin = format!("http://{host}");
 
-    for headers in [
-        vec![("origin", "https://aimcs.net")],
-        vec![("origin", own.as_str())],
-        vec![],
-    ] {
+    let refusal = app
+        .connect_with("/ws/audio", &[("origin", &origin), ("host", &host)])
+        .await
+        .err()
+        .expect("a refusal");
+
+    assert_eq!(refusal.0, 403);
+    assert_healthy(&app).await;
+}
+
+#[tokio::test]
+async fn allowed_origins_and_clients_without_origin_are_accepted() {
+    let app = spawn_app().await;
+
+    for headers in [vec![("origin", "https://aimcs.net")], vec![]] {
         let (mut client, _) = app
             .connect_with("/ws/audio", &headers)
             .await
@@ -382,7 +394,8 @@ async fn beyond_the_connection_limit_upgrades_get_503_while_http_answers() {
 #[tokio::test]
 async fn a_flood_is_refused_with_rate_limited_and_persistent_abuse_is_closed_with_1008() {
     let app = spawn_app_with(|settings| {
-        settings.ws.max_messages_per_second = 5;
+        // One a second: a stall of the test machine cannot refill the bucket noticeably.
+        settings.ws.max_messages_per_second = 1;
         settings.ws.burst = 10;
     })
     .await;
@@ -552,4 +565,80 @@ async fn beyond_the_tcp_connection_limit_new_clients_wait_for_a_free_slot() {
     held.pop();
     let served = tokio::time::timeout(Duration::from_secs(5), app.get("/health")).await;
     assert_eq!(served.expect("served once a slot is free").status(), 200);
+}
+
+#[tokio::test]
+async fn websockets_count_against_the_tcp_connection_limit() {
+    let app = spawn_app_with(|settings| {
+        settings.server.max_connections = 3_u64.try_into().unwrap();
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut client = app.connect().await;
+        client.next_json().await;
+        open.push(client);
+    }
+
+    let waiting = tokio::time::timeout(Duration::from_millis(500), app.get("/health")).await;
+    assert!(waiting.is_err(), "three WebSockets hold all three slots");
+
+    open.pop().unwrap().close().await;
+    let served = tokio::time::timeout(Duration::from_secs(5), app.get("/health")).await;
+    assert_eq!(
+        served.expect("served once a WebSocket closed").status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_token_refused_for_the_connection_limit_is_not_spent() {
+    let app = spawn_app_with(|settings| {
+        with_auth(settings);
+        settings.ws.max_connections = 1_u64.try_into().unwrap();
+    })
+    .await;
+    let bearer = format!("Bearer {API_KEY}");
+    let (first, _) = app
+        .connect_with("/ws/audio", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    let token = mint(&app).await["token"].as_str().unwrap().to_owned();
+    let path = format!("/ws/audio?token={token}");
+
+    assert_eq!(refusal(&app, &path, &[]).await.0, 503);
+    first.close().await;
+    app.wait_for_connections(0).await;
+
+    let opened = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match app.connect_with(&path, &[]).await {
+                Ok((client, _)) => break client,
+                Err((503, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(other) => panic!("the token was spent: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "the token still opens a socket");
+}
+
+#[tokio::test]
+async fn a_message_ending_inside_a_string_escape_is_malformed_and_nothing_leaks() {
+    // Found by the fuzzer: the depth scan stepped past the end of such a text.
+    let app = spawn_app().await;
+    let mut client = app.connect().await;
+    client.next_json().await;
+
+    let reply = client.ask_raw(r#"{"type":"x","a":"\"#).await;
+
+    assert_eq!(reply["code"], "malformed_message", "{reply}");
+    assert_eq!(client.ask(&json!({"type": "ping"})).await["type"], "pong");
+    client.close().await;
+    app.wait_for_connections(0).await;
+    let chat = app
+        .post_chat_raw("application/json", r#"{"message":"\"#.to_owned())
+        .await;
+    assert_eq!(chat.status(), 400);
+    assert_healthy(&app).await;
 }

@@ -151,16 +151,24 @@ async fn a_client_trickling_its_headers_does_not_hold_shutdown_until_the_header_
 
 #[tokio::test]
 async fn readiness_turns_503_for_the_drain_delay_while_everything_else_still_answers() {
-    let mut app = spawn_app_with(|settings| settings.server.drain_delay_secs = 1).await;
+    let mut app = spawn_app_with(|settings| settings.server.drain_delay_secs = 3).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
     let mut client = app.connect().await;
     client.next_json().await;
 
     app.trigger_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let ready = app.get("/readyz").await;
+            if ready.status() == 503 {
+                break ready;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("/readyz turns 503 at once");
 
-    let ready = app.get("/readyz").await;
-    assert_eq!(ready.status(), 503);
     assert_eq!(
         ready.json::<serde_json::Value>().await.unwrap()["status"],
         "draining"

@@ -186,14 +186,26 @@ async fn a_certificate_renewed_on_disk_is_served_without_a_restart() {
 }
 
 #[tokio::test]
-async fn an_unusable_renewal_keeps_the_previous_certificate() {
+async fn an_unusable_renewal_keeps_the_previous_certificate_until_a_usable_one_comes() {
     let dir = tempfile::tempdir().unwrap();
-    let generated = generate();
-    install(dir.path(), &generated);
+    let (first, second) = (generate(), generate());
+    install(dir.path(), &first);
     let app = spawn_tls(dir.path()).await;
+    let trusting_both = connector(&[&first.der, &second.der]);
+    let served = |stream: &tokio_rustls::client::TlsStream<TcpStream>| {
+        stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
 
     std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(served(&tls_connect(&app, &trusting_both).await), first.der);
 
-    tls_connect(&app, &connector(&[&generated.der])).await;
+    install(dir.path(), &second);
+    let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+        while served(&tls_connect(&app, &trusting_both).await) != second.der {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(renewed.is_ok(), "the usable renewal was never served");
 }

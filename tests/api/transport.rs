@@ -91,3 +91,30 @@ async fn many_requests_share_one_keep_alive_connection() {
 
     assert_eq!(response.matches("HTTP/1.1 200 OK").count(), 3, "{response}");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
+    let app = spawn_app_with(|settings| {
+        settings.server.header_read_timeout_secs = 1_u64.try_into().unwrap()
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = vec![0; 4096];
+    let n = stream.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200 OK"));
+    let served = Instant::now();
+
+    // The connection now waits for a next request that never comes.
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+
+    assert!(matches!(read, Ok(Ok(0))), "closed by the server: {read:?}");
+    let elapsed = served.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        "closed after {elapsed:?}"
+    );
+}

@@ -5,8 +5,9 @@
 //!   WebSockets, and mint browser tokens. Keys are compared as SHA-256 digests in constant time,
 //!   so neither a key's length nor its prefix leaks through timing.
 //! - **Browser tokens**, minted by `POST /api/session`: short-lived (a minute by default),
-//!   single-purpose (they open a WebSocket and nothing else) and single-use, signed with
-//!   HMAC-SHA256. A browser cannot set headers on a WebSocket, so a token travels as
+//!   single-purpose (they open a WebSocket and nothing else) and single-use within the process
+//!   that redeems them (replicas do not share what was redeemed: a stolen token could be used
+//!   once per replica within its lifetime), signed with HMAC-SHA256. A browser cannot set headers on a WebSocket, so a token travels as
 //!   `?token=` or as a `Sec-WebSocket-Protocol` entry `token.<token>` beside `aimcs.v1`.
 //!
 //! Tokens and keys never reach the logs: only the outcome does.
@@ -163,7 +164,8 @@ impl Authenticator {
     }
 
     fn mint_at(&self, now_ms: u64) -> IssuedToken {
-        let expires_at_ms = now_ms + u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX / 2);
+        let expires_at_ms =
+            now_ms.saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
         let mut payload = [0_u8; PAYLOAD_LEN];
         payload[0] = VERSION;
         payload[1..9].copy_from_slice(&expires_at_ms.to_be_bytes());
@@ -223,6 +225,21 @@ impl Authenticator {
             return Err(AuthError::ReusedToken);
         }
         Ok(())
+    }
+
+    /// Makes a redeemed token usable again, for a connection refused after its token was
+    /// checked (the service could not register it). Unknown tokens are ignored.
+    pub fn unredeem(&self, token: &str) {
+        let nonce = token
+            .split_once('.')
+            .and_then(|(payload, _)| URL_SAFE_NO_PAD.decode(payload).ok())
+            .and_then(|payload| <[u8; NONCE_LEN]>::try_from(payload.get(9..)?).ok());
+        if let Some(nonce) = nonce {
+            self.redeemed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&nonce);
+        }
     }
 
     fn sign(&self, payload: &[u8]) -> [u8; 32] {
@@ -320,6 +337,23 @@ mod tests {
         assert_eq!(auth.redeem_at(&token.token, NOW + 59_999), Ok(()));
         assert_eq!(
             auth.redeem_at(&token.token, NOW + 59_999),
+            Err(AuthError::ReusedToken)
+        );
+    }
+
+    #[test]
+    fn an_unredeemed_token_can_be_redeemed_again_and_only_it() {
+        let auth = authenticator();
+        let (first, second) = (auth.mint_at(NOW), auth.mint_at(NOW));
+        auth.redeem_at(&first.token, NOW).unwrap();
+        auth.redeem_at(&second.token, NOW).unwrap();
+
+        auth.unredeem(&first.token);
+        auth.unredeem("not a token");
+
+        assert_eq!(auth.redeem_at(&first.token, NOW), Ok(()));
+        assert_eq!(
+            auth.redeem_at(&second.token, NOW),
             Err(AuthError::ReusedToken)
         );
     }

@@ -59,6 +59,17 @@ pub(crate) struct Readiness {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
+/// The connection's place under `server.max_connections`, put in the request's extensions by
+/// the server, so that a WebSocket keeps holding it after the upgrade.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpSlot(
+    #[expect(
+        dead_code,
+        reason = "held, never read: dropping the last clone frees the slot"
+    )]
+    pub(crate) Arc<tokio::sync::OwnedSemaphorePermit>,
+);
+
 /// Every route of the service, CORS excepted (the server applies it around all of them).
 pub(crate) fn routes(
     service: Arc<IngestService>,
@@ -156,16 +167,18 @@ fn ws_upgrade(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<TcpSlot>())
         .and(optional_query())
         .and(warp::any().map(move || context.clone()))
         .then(
-            move |method, headers, on_upgrade, peer: Option<PeerAddr>, query, context| {
+            move |method, headers, on_upgrade, peer: Option<PeerAddr>, tcp_slot, query, context| {
                 let request = ws::UpgradeRequest {
                     endpoint,
                     method,
                     headers,
                     on_upgrade,
                     peer: peer.map(|PeerAddr(addr)| addr),
+                    tcp_slot,
                     query,
                 };
                 ws::upgrade(request, context)

@@ -34,7 +34,7 @@ use warp::reply::Response;
 
 use super::auth::Authenticator;
 use super::errors::ErrorCode;
-use super::http::{self, CorsPolicy, HttpSettings, PeerAddr, Readiness};
+use super::http::{self, CorsPolicy, HttpSettings, PeerAddr, Readiness, TcpSlot};
 use super::tls::{Tls, TlsError, TlsSettings};
 use super::ws::{WsContext, WsSettings};
 
@@ -228,14 +228,18 @@ impl Server {
             let stopping = stopping.clone();
             let acceptor = acceptor.clone();
             tracker.spawn(async move {
-                let _permit = permit;
+                // Shared with a WebSocket the connection upgrades to, which outlives this task.
+                let slot = TcpSlot(Arc::new(permit));
                 match acceptor {
-                    None => serve_connection(stream, peer, routes, cors, limits, stopping).await,
+                    None => {
+                        serve_connection(stream, peer, slot, routes, cors, limits, stopping).await
+                    }
                     Some(acceptor) => {
                         if let Some(stream) =
                             tls_handshake(stream, peer, &acceptor, limits, &stopping).await
                         {
-                            serve_connection(stream, peer, routes, cors, limits, stopping).await;
+                            serve_connection(stream, peer, slot, routes, cors, limits, stopping)
+                                .await;
                         }
                     }
                 }
@@ -326,7 +330,7 @@ async fn tls_handshake(
 
 /// Answers a plain HTTP request on the TLS port with a `400` it can read, then closes.
 async fn refuse_plain_http(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let code = ErrorCode::TlsRequired;
     let body = format!(
         r#"{{"error":"this port speaks HTTPS: use https:// or wss://","code":"{}"}}"#,
@@ -337,9 +341,20 @@ async fn refuse_plain_http(mut stream: TcpStream) {
         code.status(),
         body.len()
     );
+    // Then read what the client sent, briefly: closing with unread bytes makes the kernel
+    // answer with a reset, which can destroy the answer before the client reads it.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0_u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        io::Result::Ok(())
     })
     .await;
 }
@@ -348,6 +363,7 @@ async fn refuse_plain_http(mut stream: TcpStream) {
 async fn serve_connection<S, R>(
     stream: S,
     peer: SocketAddr,
+    slot: TcpSlot,
     routes: R,
     cors: Arc<CorsPolicy>,
     limits: ConnectionLimits,
@@ -371,6 +387,7 @@ async fn serve_connection<S, R>(
             )
         });
         request.extensions_mut().insert(PeerAddr(peer));
+        request.extensions_mut().insert(slot.clone());
         let response = preflight
             .is_none()
             .then(|| hyper::service::Service::call(&routes, request));

@@ -13,7 +13,8 @@ pub(crate) fn nests_deeper_than(json: &[u8], max: usize) -> bool {
             b'"' => {
                 i += 1;
                 loop {
-                    match memchr::memchr2(b'"', b'\\', &json[i..]) {
+                    // `get`: an escape may be the last byte, leaving `i` past the end.
+                    match memchr::memchr2(b'"', b'\\', json.get(i..).unwrap_or_default()) {
                         // An escape takes the next byte with it (it may be a quote).
                         Some(offset) if json[i + offset] == b'\\' => i += offset + 2,
                         Some(offset) => {
@@ -72,5 +73,13 @@ mod tests {
     #[test]
     fn an_unterminated_string_is_left_to_the_parser() {
         assert!(!nests_deeper_than(br#"{"a":"[[[["#, 1));
+    }
+
+    #[test]
+    fn a_text_ending_in_an_escape_is_left_to_the_parser() {
+        // Found by the fuzzer: the escape's second byte lies past the end.
+        for text in [&br#"{"a":""#[..], br#"#""#, br#"""#, br#""\"#] {
+            assert!(!nests_deeper_than(text, 1), "{text:?}");
+        }
     }
 }

@@ -297,6 +297,9 @@ fn authentication_needs_strong_keys_and_secret() {
         );
         let settings = load_in(jail, None).expect("keys from one comma-separated variable");
         assert_eq!(settings.auth.api_keys.keys().len(), 2);
+        jail.set_env("APP_AUTH__TOKEN_TTL_SECS", "86400");
+        assert!(error_in(jail, None).contains("at most 3600 seconds"));
+        jail.set_env("APP_AUTH__TOKEN_TTL_SECS", "60");
         jail.set_env("APP_AUTH__TOKEN_SECRET", "too-short");
         assert_eq!(
             error_in(jail, None),

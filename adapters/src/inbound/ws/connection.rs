@@ -18,7 +18,7 @@ use aimcs_domain::{
     AudioChunk, ClientMessage, Connection, Rejection, ServerMessage, SessionEnding, Stamped,
     TokenBucket,
 };
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -113,10 +113,23 @@ pub(super) async fn run(
             .map(|limit| TokenBucket::new(limit, Duration::ZERO)),
         refused: (0, Instant::now()),
     };
-    let ending = match task.send(&greeting).await {
-        Err(ending) => ending,
-        Ok(()) => task.serve().await,
-    };
+    // A panic while serving (a bug) must not skip closing the connection below: that would
+    // leave it counted, its recording open and its file descriptor held.
+    let served = std::panic::AssertUnwindSafe(async {
+        match task.send(&greeting).await {
+            Err(ending) => ending,
+            Ok(()) => task.serve().await,
+        }
+    })
+    .catch_unwind()
+    .await;
+    let ending = served.unwrap_or_else(|_| {
+        tracing::error!("connection task panicked; closing the connection");
+        Ending::Close(
+            ErrorCode::Internal.close_code().unwrap_or(1011),
+            "internal error".into(),
+        )
+    });
 
     let Task {
         mut socket,
@@ -172,24 +185,35 @@ impl Task<'_> {
             let idle_deadline = self.liveness.last_message + self.context.settings.idle_timeout;
             let check_at = self.liveness.next_ping.min(idle_deadline);
             let frame = tokio::select! {
-                // Checked first so that a flood of frames cannot delay shutdown.
+                // Shutdown first, so that a flood of frames cannot delay it; frames before
+                // the timer, so that a pong that arrived while a message was being handled is
+                // read before the timer could take its absence for a dead peer.
                 biased;
                 () = self.context.shutdown.cancelled() => return self.going_away().await,
                 () = cancelled(superseded) => return self.superseded().await,
+                frame = self.socket.next() => frame,
                 () = tokio::time::sleep_until(check_at) => match self.check_liveness().await {
                     Some(ending) => return ending,
                     None => continue,
                 },
-                frame = self.socket.next() => frame,
             };
             self.liveness.last_heard = Instant::now();
             let message = match frame {
                 None => return Ending::ClientGone,
                 // tungstenite answers pings and close frames itself; keep reading until the
-                // stream ends so that the close handshake completes.
+                // stream ends so that the close handshake completes. A stream of control
+                // frames alone keeps the timer from firing, so the idle deadline is checked
+                // here too.
                 Some(Ok(
                     Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
-                )) => continue,
+                )) => {
+                    if self.liveness.last_heard >= idle_deadline
+                        && let Some(ending) = self.check_liveness().await
+                    {
+                        return ending;
+                    }
+                    continue;
+                }
                 Some(Err(error)) => return self.ending_for(error).await,
                 Some(Ok(message)) => message,
             };
@@ -302,8 +326,10 @@ impl Task<'_> {
         }
         self.liveness.ping_sent = Some(now);
         self.liveness.next_ping = now + settings.ping_interval;
+        // Bounded by the close timeout, not the send timeout: a ping does not wait, unlike a
+        // reply, and a client that cannot take one must not hold shutdown or a resume.
         match tokio::time::timeout(
-            settings.send_timeout,
+            settings.close_timeout,
             self.socket.send(Message::Ping(Default::default())),
         )
         .await
@@ -448,8 +474,18 @@ impl Task<'_> {
     async fn send_out(&mut self) -> Result<(), Ending> {
         let superseded = self.membership.as_ref().map(|m| m.superseded.clone());
         let shutdown = self.context.shutdown.clone();
-        let timeout = self.context.settings.send_timeout;
+        let (timeout, close_timeout) = (
+            self.context.settings.send_timeout,
+            self.context.settings.close_timeout,
+        );
+        // Shutdown only interrupts a send that is stuck: a reply that can go (the ack of a
+        // chunk stored as shutdown began) must reach its client.
+        let stuck_at_shutdown = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(close_timeout).await;
+        };
         tokio::select! {
+            biased;
             sent = tokio::time::timeout(timeout, self.socket.send(Message::text(self.out.as_str()))) => match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(Ending::ClientGone),
@@ -458,11 +494,11 @@ impl Task<'_> {
                     Err(Ending::ClientGone)
                 }
             },
-            () = shutdown.cancelled() => Err(Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned())),
             () = cancelled(superseded) => {
                 tracing::info!("session resumed on another connection while a reply was stuck; closing");
                 Err(superseded_ending())
             }
+            () = stuck_at_shutdown => Err(Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned())),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use aimcs_application::NewConnection;
 use http::header::{
-    AUTHORIZATION, CONNECTION, HOST, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    AUTHORIZATION, CONNECTION, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -54,6 +54,8 @@ pub(crate) struct UpgradeRequest {
     pub(crate) peer: Option<SocketAddr>,
     /// The raw query string, which may carry `token=`.
     pub(crate) query: Option<String>,
+    /// The TCP connection's slot, held by the WebSocket for as long as it lives.
+    pub(crate) tcp_slot: Option<crate::inbound::http::TcpSlot>,
 }
 
 /// Answers an upgrade request: `101` and a connection task, or an error response saying what
@@ -76,7 +78,7 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
     if context.shutdown.is_cancelled() {
         return response::error(ErrorCode::Unavailable, "server is shutting down");
     }
-    let Ok(slot) = std::sync::Arc::clone(&context.slots).try_acquire_owned() else {
+    let Ok(ws_slot) = std::sync::Arc::clone(&context.slots).try_acquire_owned() else {
         tracing::warn!(
             limit = context.settings.max_connections,
             "websocket refused: connection limit reached"
@@ -92,8 +94,11 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
     };
 
     // After the limit, so that a refused client does not spend its single-use token.
-    let subprotocol = match authenticate(&request, context.auth.as_deref()) {
-        Ok(subprotocol) => subprotocol,
+    let Authenticated {
+        subprotocol,
+        redeemed,
+    } = match authenticate(&request, context.auth.as_deref()) {
+        Ok(authenticated) => authenticated,
         Err(refusal) => return refusal,
     };
 
@@ -121,6 +126,7 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
         }
     };
     let tracker = context.tracker.clone();
+    let slot = (ws_slot, request.tcp_slot.take());
     match request.endpoint {
         Endpoint::Echo => {
             let span = tracing::info_span!("ws_echo", connection_id = %uuid::Uuid::new_v4());
@@ -147,6 +153,10 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
                 Ok(opened) => opened,
                 Err(error) => {
                     tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "websocket connection refused");
+                    // Refused through no fault of the client's: its token stays usable.
+                    if let (Some(auth), Some(token)) = (context.auth.as_deref(), &redeemed) {
+                        auth.unredeem(token);
+                    }
                     return response::error(
                         open_error_code(&error),
                         "connection could not be registered; try again",
@@ -184,9 +194,11 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
     response
 }
 
-/// Refuses a browser whose page is neither on the allow-list nor served by us: without this,
-/// any web page a user visits could open a socket here with the user's cookies and network
-/// position (cross-site WebSocket hijacking). Clients that are not browsers send no `Origin`.
+/// Refuses a browser whose page is not on the allow-list: without this, any web page a user
+/// visits could open a socket here with the user's cookies and network position (cross-site
+/// WebSocket hijacking). There is deliberately no "same origin as `Host`" exception: under DNS
+/// rebinding an attacker's page has a matching `Host`. Clients that are not browsers send no
+/// `Origin`.
 #[allow(
     clippy::result_large_err,
     reason = "the error is the response itself, built once"
@@ -204,7 +216,7 @@ fn check_origin(headers: &HeaderMap, context: &super::WsContext) -> Result<(), R
             "an Origin header is required on this server",
         ));
     };
-    if context.origins.allows(origin) || is_same_origin(origin, headers.get(HOST)) {
+    if context.origins.allows(origin) {
         return Ok(());
     }
     tracing::warn!(origin = ?origin, "websocket refused: origin not allowed");
@@ -212,17 +224,6 @@ fn check_origin(headers: &HeaderMap, context: &super::WsContext) -> Result<(), R
         ErrorCode::ForbiddenOrigin,
         "this origin may not open a WebSocket here; add it to cors.allowed_origins",
     ))
-}
-
-/// Whether `origin` names the host the request was sent to: a page served by this service.
-fn is_same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
-    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(HeaderValue::to_str)) else {
-        return false;
-    };
-    origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .is_some_and(|authority| !authority.is_empty() && authority.eq_ignore_ascii_case(host))
 }
 
 /// Checks credentials when authentication is on, and says whether to answer with the
@@ -235,7 +236,7 @@ fn is_same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
 fn authenticate(
     request: &UpgradeRequest,
     authenticator: Option<&Authenticator>,
-) -> Result<bool, Response> {
+) -> Result<Authenticated, Response> {
     let offered = request
         .headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -250,26 +251,40 @@ fn authenticate(
             "a token in Sec-WebSocket-Protocol must be offered beside aimcs.v1",
         ));
     }
+    let mut authenticated = Authenticated {
+        subprotocol: offers_ours,
+        redeemed: None,
+    };
     let Some(authenticator) = authenticator else {
-        return Ok(offers_ours);
+        return Ok(authenticated);
     };
     let query_token = request.query.as_deref().and_then(token_from_query);
     let outcome = match (
         subprotocol_token.or(query_token),
         request.headers.get(AUTHORIZATION),
     ) {
-        (Some(token), _) => authenticator.redeem(token),
+        (Some(token), _) => authenticator.redeem(token).map(|()| {
+            authenticated.redeemed = Some(token.to_owned());
+        }),
         (None, Some(authorization)) => authenticator.check_api_key(authorization.to_str().ok()),
         (None, None) => Err(AuthError::Missing),
     };
     match outcome {
-        Ok(()) => Ok(offers_ours),
+        Ok(()) => Ok(authenticated),
         Err(error) => {
             // The outcome only: the credential itself never reaches the logs.
             tracing::warn!(reason = %error, "websocket refused: not authenticated");
             Err(unauthorized(error))
         }
     }
+}
+
+/// A client that may connect.
+struct Authenticated {
+    /// Whether to answer with the `aimcs.v1` subprotocol.
+    subprotocol: bool,
+    /// The token it spent, if it came with one.
+    redeemed: Option<String>,
 }
 
 /// `401` saying what was wrong with the credentials.
@@ -389,6 +404,7 @@ mod tests {
             on_upgrade: None,
             peer: None,
             query: None,
+            tcp_slot: None,
         }
     }
 
