@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod errors;
 pub mod http;
+pub mod metrics_listener;
 pub mod server;
 pub mod tls;
 pub mod ws;

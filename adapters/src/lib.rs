@@ -10,6 +10,7 @@
 //!   rules).
 
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 mod wire;
 
@@ -33,6 +34,7 @@ pub mod fuzzing {
     }
 }
 
-pub use inbound::http::{CorsPolicy, HttpSettings, InvalidOrigin};
+pub use inbound::http::{CorsPolicy, HttpSettings, InvalidOrigin, RenderMetrics};
+pub use inbound::metrics_listener::MetricsListener;
 pub use inbound::server::{BindError, Server, ServerSettings, ShutdownReport};
 pub use inbound::ws::WsSettings;

@@ -2,12 +2,14 @@
 
 pub mod fanout_audio_sink;
 pub mod file_audio_sink;
+pub mod instrumented_audio_sink;
 pub mod memory_connection_store;
 pub mod null_audio_sink;
 pub mod system_clock;
 
 pub use fanout_audio_sink::FanoutAudioSink;
 pub use file_audio_sink::{FileAudioSink, FileSinkSettings, FsyncPolicy};
+pub use instrumented_audio_sink::InstrumentedAudioSink;
 pub use memory_connection_store::InMemoryConnectionStore;
 pub use null_audio_sink::NullAudioSink;
 pub use system_clock::SystemClock;

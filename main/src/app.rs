@@ -3,22 +3,27 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aimcs_adapters::inbound::auth::{AuthConfigError, Authenticator};
 use aimcs_adapters::outbound::file_audio_sink::FileSinkError;
 use aimcs_adapters::outbound::{
-    FanoutAudioSink, FileAudioSink, InMemoryConnectionStore, NullAudioSink, SystemClock,
+    FanoutAudioSink, FileAudioSink, InMemoryConnectionStore, InstrumentedAudioSink, NullAudioSink,
+    SystemClock,
 };
-use aimcs_adapters::{BindError, Server, ShutdownReport};
+use aimcs_adapters::{BindError, MetricsListener, RenderMetrics, Server, ShutdownReport};
 use aimcs_application::{IngestService, ServiceConfig};
 use aimcs_domain::ports::AudioSink;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::settings::{Settings, SinkKind};
 
 /// The service's version, reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the binary was built from, or `unknown` (a build outside a checkout).
+pub const GIT_COMMIT: &str = env!("AIMCS_GIT_COMMIT");
 
 /// How often retention runs over the recordings directory.
 const RETENTION_PERIOD: Duration = Duration::from_secs(60);
@@ -57,6 +62,13 @@ pub struct App {
     service: Arc<IngestService>,
     local_addr: SocketAddr,
     file_sink: Option<Arc<FileAudioSink>>,
+    metrics: Option<MetricsSetup>,
+}
+
+/// Metrics as wired: the recorder's handle, and the listener of their own port if any.
+struct MetricsSetup {
+    handle: PrometheusHandle,
+    listener: Option<MetricsListener>,
 }
 
 impl App {
@@ -82,13 +94,17 @@ impl App {
             None => {
                 let mut sinks: Vec<Arc<dyn AudioSink>> = Vec::new();
                 for kind in settings.audio.sink.kinds() {
-                    sinks.push(match kind {
+                    let sink: Arc<dyn AudioSink> = match kind {
                         SinkKind::Null => Arc::new(NullAudioSink::new()),
                         SinkKind::File => {
                             let sink = Arc::new(open_file_sink(settings)?);
                             file_sink = Some(Arc::clone(&sink));
                             sink
                         }
+                    };
+                    sinks.push(match settings.metrics.enabled {
+                        true => Arc::new(InstrumentedAudioSink::new(kind.name(), sink)),
+                        false => sink,
                     });
                 }
                 match sinks.len() {
@@ -118,9 +134,28 @@ impl App {
         } else {
             None
         };
+        let metrics = match settings.metrics.enabled {
+            true => Some(MetricsSetup {
+                handle: metrics_recorder(),
+                listener: match settings.metrics.listen {
+                    Some(addr) => Some(MetricsListener::bind(addr).await.map_err(|source| {
+                        StartupError::Bind {
+                            addr,
+                            source: BindError::Listen(source),
+                        }
+                    })?),
+                    None => None,
+                },
+            }),
+            false => None,
+        };
+        let mut server_settings = settings.server_settings(auth);
+        if let Some(setup) = metrics.as_ref().filter(|m| m.listener.is_none()) {
+            server_settings.metrics = Some(render(&setup.handle));
+        }
         let addr = settings.listen_addr();
         let bind_error = |source| StartupError::Bind { addr, source };
-        let server = Server::bind(addr, settings.server_settings(auth))
+        let server = Server::bind(addr, server_settings)
             .await
             .map_err(bind_error)?;
         let local_addr = server
@@ -131,7 +166,13 @@ impl App {
             service,
             local_addr,
             file_sink,
+            metrics,
         })
+    }
+
+    /// Where `/metrics` is served when it has a port of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref()?.listener.as_ref()?.local_addr().ok()
     }
 
     /// The address the service listens on (with the real port when 0 was asked for).
@@ -144,12 +185,70 @@ impl App {
         let maintenance = self
             .file_sink
             .map(|sink| tokio::spawn(enforce_retention(sink)));
+        let stopped = stop_signal();
+        let metrics_tasks = self.metrics.map(|setup| {
+            let upkeep = tokio::spawn(metrics_upkeep(setup.handle.clone()));
+            let listener = setup.listener.map(|listener| {
+                let stopped = stopped.clone();
+                tokio::spawn(listener.run(render(&setup.handle), async move {
+                    stopped.notified().await;
+                }))
+            });
+            (upkeep, listener)
+        });
         let report = self.server.run(self.service, shutdown).await;
         if let Some(task) = maintenance {
             task.abort();
         }
+        if let Some((upkeep, listener)) = metrics_tasks {
+            upkeep.abort();
+            stopped.notify_waiters();
+            if let Some(listener) = listener {
+                let _ = listener.await;
+            }
+        }
         report
     }
+}
+
+/// The process's Prometheus recorder, installed by the first app built in it (tests build
+/// several apps in one process; they share it).
+fn metrics_recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&aimcs_adapters::metrics::LATENCY_BUCKETS)
+                .expect("the buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            aimcs_adapters::metrics::describe(VERSION, GIT_COMMIT);
+            handle
+        })
+        .clone()
+}
+
+fn render(handle: &PrometheusHandle) -> RenderMetrics {
+    let handle = handle.clone();
+    Arc::new(move || handle.render())
+}
+
+/// Drains the recorder's histogram buffers now and then, so that they do not grow between
+/// scrapes.
+async fn metrics_upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// Tells the metrics listener to stop once the server has.
+fn stop_signal() -> Arc<tokio::sync::Notify> {
+    Arc::new(tokio::sync::Notify::new())
 }
 
 fn open_file_sink(settings: &Settings) -> Result<FileAudioSink, FileSinkError> {

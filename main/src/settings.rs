@@ -27,9 +27,10 @@ pub const CONFIG_ENV: &str = "APP_CONFIG";
 const ENV_PREFIX: &str = "APP_";
 
 /// Top-level settings, which are the only `APP_*` names without `__` read as settings.
-const TOP_LEVEL: [&str; 9] = [
+const TOP_LEVEL: [&str; 10] = [
     "environment",
     "auth",
+    "metrics",
     "server",
     "cors",
     "http",
@@ -84,6 +85,19 @@ pub struct Settings {
     pub sessions: SessionsConfig,
     /// Who may connect.
     pub auth: AuthConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether metrics are recorded and served at all.
+    pub enabled: bool,
+    /// Serve `/metrics` on this address instead of the main port (e.g. `0.0.0.0:9100`, to keep
+    /// it off a public ingress); unset, it is served on the main port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Who may connect. Off by default, as in the original, so that its clients keep working.
@@ -200,6 +214,16 @@ pub enum SinkKind {
     Null,
     /// One WAV (or WebM/Ogg) file and one JSON manifest per session.
     File,
+}
+
+impl SinkKind {
+    /// The sink's name, as configured and as its metrics are labelled.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::File => "file",
+        }
+    }
 }
 
 /// The file sink's settings.
@@ -590,6 +614,10 @@ impl Default for Settings {
                 resume_grace_secs: PositiveSeconds(60),
                 max_parked: 1_000,
             },
+            metrics: MetricsConfig {
+                enabled: true,
+                listen: None,
+            },
             auth: AuthConfig {
                 enabled: false,
                 api_keys: KeyList::default(),
@@ -832,6 +860,7 @@ impl Settings {
                 reload_interval: tls.reload_interval_secs.duration(),
             }),
             auth,
+            metrics: None,
         }
     }
 }

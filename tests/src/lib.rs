@@ -43,6 +43,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Its recordings directory (a fresh temporary one), removed with the app.
     pub recordings: tempfile::TempDir,
+    /// Where `/metrics` is served when it has a port of its own.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     running: Option<JoinHandle<aimcs_backend::ShutdownReport>>,
 }
@@ -73,6 +75,7 @@ pub async fn spawn_app_with_overrides(
         .await
         .expect("the service builds on a free port");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -85,6 +88,7 @@ pub async fn spawn_app_with_overrides(
         addr,
         http,
         recordings,
+        metrics_addr,
         stop: Some(stop),
         running: Some(running),
     }

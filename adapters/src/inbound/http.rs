@@ -21,6 +21,7 @@ use warp::{Filter, Rejection};
 
 pub(crate) use chat::ChatBodyError;
 pub use cors::{CorsPolicy, InvalidOrigin};
+pub(crate) use handlers::metrics as handlers_metrics;
 
 use crate::inbound::auth::Authenticator;
 use crate::inbound::ws::{self, WsContext};
@@ -46,6 +47,9 @@ impl Default for HttpSettings {
         }
     }
 }
+
+/// Renders the current metrics in the Prometheus text format.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Whether the service is draining, for `/readyz`.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +80,7 @@ pub(crate) fn routes(
     settings: HttpSettings,
     ws: WsContext,
     readiness: Readiness,
+    metrics: Option<RenderMetrics>,
 ) -> BoxedFilter<(Response,)> {
     let auth = ws.auth.clone();
     let echo = ws
@@ -94,10 +99,49 @@ pub(crate) fn routes(
         .or(ws_upgrade(ws::Endpoint::Audio, ws))
         .unify()
         .boxed();
-    match echo {
-        Some(echo) => routes.or(echo).unify().or(not_found()).unify().boxed(),
+    let routes = match echo {
+        Some(echo) => routes.or(echo).unify().boxed(),
+        None => routes,
+    };
+    match metrics {
+        Some(render) => routes
+            .or(metrics_route(render))
+            .unify()
+            .or(not_found())
+            .unify()
+            .boxed(),
         None => routes.or(not_found()).unify().boxed(),
     }
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub(crate) fn metrics_route(
+    render: RenderMetrics,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    route("/metrics")
+        .and(warp::method())
+        .map(move |method| handlers::metrics(&method, &render))
+}
+
+/// The route a path belongs to, as a metric label: one of the served paths, or `other`.
+pub(crate) fn route_label(path: &str) -> &'static str {
+    const ROUTES: [&str; 11] = [
+        "/health",
+        "/api/status",
+        "/api/chat",
+        "/api/session",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/ws/audio",
+        "/ws/echo",
+        "/api/openapi.json",
+        "/",
+    ];
+    ROUTES
+        .into_iter()
+        .find(|route| path_matches(path, route))
+        .unwrap_or("other")
 }
 
 /// `GET /livez` and `GET /readyz`

@@ -60,6 +60,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Present when authentication is on.
     pub auth: Option<Arc<Authenticator>>,
+    /// Serves `GET /metrics` on this port when present.
+    pub metrics: Option<http::RenderMetrics>,
 }
 
 impl std::fmt::Debug for ServerSettings {
@@ -74,6 +76,7 @@ impl std::fmt::Debug for ServerSettings {
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls)
             .field("auth", &self.auth.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -167,6 +170,7 @@ impl Server {
             settings.http,
             ws,
             readiness.clone(),
+            settings.metrics.clone(),
         )));
         let limits = ConnectionLimits {
             header_read_timeout: settings.header_read_timeout,
@@ -379,7 +383,8 @@ async fn serve_connection<S, R>(
         let origin = request.headers().get(ORIGIN).cloned();
         let cors = Arc::clone(&cors);
         let started = Instant::now();
-        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let method = request.method().clone();
+        let route = http::route_label(request.uri().path());
         let preflight = (request.method() == Method::OPTIONS).then(|| {
             cors.preflight(
                 origin.as_ref(),
@@ -401,7 +406,15 @@ async fn serve_connection<S, R>(
                 }
                 (None, None) => unreachable!("either a preflight or a routed request"),
             };
-            tracing::debug!(%method, path, status = response.status().as_u16(), elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "request served");
+            let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+            crate::metrics::http_request(route, &method, status, elapsed);
+            let elapsed_ms = elapsed.as_secs_f64() * 1e3;
+            // Probes and scrapes come every few seconds: an operator does not want them at info.
+            if matches!(route, "/health" | "/livez" | "/readyz" | "/metrics") {
+                tracing::debug!(%method, route, status, elapsed_ms, "request served");
+            } else {
+                tracing::info!(%method, route, status, elapsed_ms, "request served");
+            }
             Ok::<_, Infallible>(response)
         }
     });

@@ -133,6 +133,19 @@ pub(super) async fn status(method: Method, service: Arc<IngestService>) -> Respo
     }
 }
 
+/// `/metrics`: GET or HEAD.
+pub(crate) fn metrics(method: &Method, render: &super::RenderMetrics) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return response::method_not_allowed(method, "/metrics", "GET, HEAD");
+    }
+    let mut answer = Response::new(render().into());
+    answer.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    answer
+}
+
 /// `/livez`: the process is up and serving requests.
 pub(super) async fn livez(method: Method) -> Response {
     if method != Method::GET && method != Method::HEAD {

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use aimcs_application::HandleClientMessageError;
 use aimcs_domain::{
-    AudioChunk, ClientMessage, Connection, Rejection, ServerMessage, SessionEnding, Stamped,
-    TokenBucket,
+    AudioChunk, AudioMessage, AudioPayload, ClientMessage, Connection, Rejection, ServerMessage,
+    SessionEnding, Stamped, TokenBucket,
 };
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
@@ -28,9 +28,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::hub::Membership;
-use super::reply::{encode, encode_error, encode_going_away};
-use super::{AudioBuffer, WsContext, decode};
+use super::reply::{encode, encode_error, encode_going_away, server_kind};
+use super::{AudioBuffer, WsContext, client_kind, decode};
 use crate::inbound::errors::{ErrorCode, handle_error_code, rejection_code};
+use crate::metrics;
 
 pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -68,6 +69,8 @@ struct Task<'a> {
     bucket: Option<TokenBucket>,
     /// Messages refused for the rate limit in the current window, and when it began.
     refused: (u32, Instant),
+    /// Whether the last message handled was acknowledged as stored audio.
+    acknowledged: bool,
 }
 
 /// What the connection knows about whether its client is still there.
@@ -112,7 +115,9 @@ pub(super) async fn run(
             .rate
             .map(|limit| TokenBucket::new(limit, Duration::ZERO)),
         refused: (0, Instant::now()),
+        acknowledged: false,
     };
+    metrics::connection_opened();
     // A panic while serving (a bug) must not skip closing the connection below: that would
     // leave it counted, its recording open and its file descriptor held.
     let served = std::panic::AssertUnwindSafe(async {
@@ -155,6 +160,10 @@ pub(super) async fn run(
     if membership.is_some() {
         context.hub.leave(id);
     }
+    metrics::connection_closed(match &ending {
+        Ending::Close(code, _) => Some(*code),
+        Ending::ClientGone => None,
+    });
     if let Ending::Close(code, reason) = ending {
         close(&mut socket, code, reason, &context).await;
     }
@@ -246,8 +255,24 @@ impl Task<'_> {
                 Message::Text(text) => decode(text.as_bytes(), &mut self.audio, max_depth),
                 _ => continue,
             };
+            metrics::message_received(client_kind(&message));
+            let audio_bytes = match &message {
+                ClientMessage::Audio(AudioMessage {
+                    payload: AudioPayload::Chunk(chunk),
+                    ..
+                })
+                | ClientMessage::BinaryAudio(chunk) => Some(chunk.len()),
+                _ => None,
+            };
+            if let Some(bytes) = audio_bytes {
+                metrics::audio_received(bytes);
+            }
+            self.acknowledged = false;
             if let Err(ending) = self.handle(message).await {
                 return ending;
+            }
+            if self.acknowledged {
+                metrics::acknowledged(self.liveness.last_message.elapsed());
             }
         }
     }
@@ -459,13 +484,18 @@ impl Task<'_> {
     async fn send(&mut self, message: &Stamped<ServerMessage>) -> Result<(), Ending> {
         self.out.clear();
         encode(message, &self.context.settings, &mut self.out);
-        self.send_out().await
+        self.send_out().await?;
+        metrics::message_sent(server_kind(&message.value));
+        self.acknowledged = matches!(message.value, ServerMessage::AudioReceived { .. });
+        Ok(())
     }
 
     async fn send_error(&mut self, code: ErrorCode, detail: &str) -> Result<(), Ending> {
         self.out.clear();
         encode_error(code, detail, self.context.service.now(), &mut self.out);
-        self.send_out().await
+        self.send_out().await?;
+        metrics::message_sent("error");
+        Ok(())
     }
 
     /// Sends what is in `out`. A client that stops reading fills its socket's buffer and the

@@ -69,6 +69,24 @@ pub(crate) struct WsClientFrame<'a> {
     last_seq: Option<&'a RawValue>,
 }
 
+/// The `type` of a client message, as a metric label: a closed set, whatever the client sent
+/// (an unknown `type` is `unknown`, never its text).
+pub(crate) fn client_kind(message: &ClientMessage) -> &'static str {
+    match message {
+        ClientMessage::Test { .. } => "test",
+        ClientMessage::Audio(_) => "audio",
+        ClientMessage::BinaryAudio(_) => "binary_audio",
+        ClientMessage::Ping => "ping",
+        ClientMessage::SessionStart { .. } => "session_start",
+        ClientMessage::AudioCommit => "audio_commit",
+        ClientMessage::AudioClear => "audio_clear",
+        ClientMessage::SessionEnd => "session_end",
+        ClientMessage::SessionResume { .. } => "session_resume",
+        ClientMessage::Unknown { .. } => "unknown",
+        ClientMessage::Undecodable { .. } | ClientMessage::Invalid(_) => "invalid",
+    }
+}
+
 /// The message a frame holds; a frame that cannot be read becomes
 /// [`ClientMessage::Undecodable`], which has its own reply, and one that nests JSON deeper than
 /// `max_depth` is refused before it is parsed.

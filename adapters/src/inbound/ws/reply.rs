@@ -87,6 +87,22 @@ pub(crate) fn encode(message: &Stamped<ServerMessage>, limits: &WsSettings, out:
     out.push('}');
 }
 
+/// The `type` of a server message, as a metric label.
+pub(crate) fn server_kind(message: &ServerMessage) -> &'static str {
+    match message {
+        ServerMessage::Connected { .. } => "connection",
+        ServerMessage::TestResponse { .. } => "test_response",
+        ServerMessage::AudioReceived { .. } => "audio_received",
+        ServerMessage::SessionStarted(_) => "session_started",
+        ServerMessage::SessionResumed(_) => "session_resumed",
+        ServerMessage::AudioCommitted { .. } => "audio_committed",
+        ServerMessage::SessionEnded(_) => "session_ended",
+        ServerMessage::Pong => "pong",
+        ServerMessage::Echo { .. } => "echo",
+        ServerMessage::Rejected(_) => "error",
+    }
+}
+
 /// Appends an `error` message with `code` and the human-readable `detail` to `out`.
 pub(crate) fn encode_error(code: ErrorCode, detail: &str, at: Timestamp, out: &mut String) {
     out.push_str(r#"{"type":"error","message":""#);
