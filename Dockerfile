@@ -27,7 +27,7 @@ ENV APP_ENVIRONMENT=production \
 VOLUME ["/var/lib/aimcs/recordings"]
 EXPOSE 3000
 USER 65532:65532
-# The binary probes its own /health: the image has no curl or shell to do it.
+# The binary probes its own /livez: the image has no curl or shell to do it.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/aimcs-backend", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/aimcs-backend"]

@@ -62,8 +62,38 @@ else
     --max-replicas "$MAX_REPLICAS" \
     --cpu "$CPU" \
     --memory "$MEMORY" \
-    --env-vars APP_ENVIRONMENT=production APP_LOG__FORMAT=json PORT=3000
+    --env-vars APP_ENVIRONMENT=production APP_LOG__FORMAT=json PORT=3000 APP_SERVER__DRAIN_DELAY_SECS=5
 fi
+
+# Probes: Container Apps restarts a replica whose /livez fails and routes no traffic to one
+# whose /readyz fails (draining on SIGTERM, all WebSocket slots taken, store unreachable).
+# The CLI has no probe flags; they go in through the app's YAML, merged into what exists.
+probes=$(mktemp)
+trap 'rm -f "$probes"' EXIT
+cat >"$probes" <<YAML
+properties:
+  template:
+    containers:
+      - name: $APP_NAME
+        image: $image
+        probes:
+          - type: Startup
+            httpGet: { path: /livez, port: 3000 }
+            periodSeconds: 1
+            failureThreshold: 30
+          - type: Liveness
+            httpGet: { path: /livez, port: 3000 }
+            periodSeconds: 10
+            failureThreshold: 3
+          - type: Readiness
+            httpGet: { path: /readyz, port: 3000 }
+            periodSeconds: 5
+            failureThreshold: 1
+YAML
+if [ "$DRY_RUN" = 1 ]; then
+  echo "+ probes applied from:"; sed 's/^/    /' "$probes"
+fi
+run az containerapp update --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" --yaml "$probes"
 
 if [ "$DRY_RUN" != 1 ]; then
   fqdn=$(az containerapp show --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \

@@ -21,7 +21,7 @@ AIMCS backend: real-time audio ingest over WebSocket, plus a small HTTP API.
 
 Usage:
   aimcs-backend [serve] [--config PATH]        run the service (the default)
-  aimcs-backend healthcheck [--config PATH]    exit 0 if the local service's /health answers 200
+  aimcs-backend healthcheck [--config PATH]    exit 0 if the local service's /livez answers 200
   aimcs-backend check URL                      smoke-test a running deployment, e.g.
                                                aimcs-backend check http://127.0.0.1:3000
   aimcs-backend --help | --version
@@ -197,7 +197,7 @@ async fn healthcheck(config: Option<PathBuf>) -> ExitCode {
     };
     let tls = settings.server.tls.is_some();
     let scheme = if tls { "https" } else { "http" };
-    let url = format!("{scheme}://{host}:{}/health", settings.server.port);
+    let url = format!("{scheme}://{host}:{}/livez", settings.server.port);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         // The certificate names the public host, not the loopback address asked here; the

@@ -480,3 +480,47 @@ async fn api_keys_and_tokens_never_reach_the_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn once_a_session_starts_every_line_of_the_connection_carries_its_session_id() {
+    use futures_util::SinkExt as _;
+    let mut running = start(&[("APP_LOG__LEVEL", "debug"), ("APP_AUDIO__SINK", "null")]).await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/audio", running.addr))
+            .await
+            .unwrap();
+    socket.next().await.unwrap().unwrap();
+    let start = serde_json::json!({"type": "session_start", "format": {"encoding": "pcm_s16le", "sampleRate": 16000, "channels": 1}});
+    socket.send(Message::text(start.to_string())).await.unwrap();
+    let started: Value =
+        serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    let session = started["sessionId"].as_str().unwrap().to_owned();
+    socket.send(Message::binary(vec![0_u8; 640])).await.unwrap();
+    socket.next().await.unwrap().unwrap();
+    socket
+        .send(Message::text(r#"{"type":"session_end"}"#))
+        .await
+        .unwrap();
+    socket.next().await.unwrap().unwrap();
+    drop(socket);
+
+    let mut after_start = Vec::new();
+    let mut started_seen = false;
+    while let Ok(Some(line)) =
+        tokio::time::timeout(Duration::from_secs(5), running.logs.recv()).await
+    {
+        if line["span"]["connection_id"].is_string() && line["span"]["session_id"].is_string() {
+            started_seen = true;
+        }
+        if started_seen && line["span"]["connection_id"].is_string() {
+            after_start.push(line.clone());
+        }
+        if line["message"] == "websocket closed" {
+            break;
+        }
+    }
+    assert!(after_start.len() >= 2, "{after_start:#?}");
+    for line in &after_start {
+        assert_eq!(line["span"]["session_id"], session.as_str(), "{line}");
+    }
+}

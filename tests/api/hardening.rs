@@ -375,6 +375,9 @@ async fn beyond_the_connection_limit_upgrades_get_503_while_http_answers() {
         (503, &json!("too_many_connections"))
     );
     assert_healthy(&app).await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "full");
     // A slot freed is a slot taken again.
     open.pop().unwrap().close().await;
     app.wait_for_connections(2).await;

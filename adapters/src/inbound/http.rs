@@ -51,11 +51,15 @@ impl Default for HttpSettings {
 /// Renders the current metrics in the Prometheus text format.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Whether the service is draining, for `/readyz`.
-#[derive(Debug, Clone, Default)]
+/// What `/readyz` looks at.
+#[derive(Clone)]
 pub(crate) struct Readiness {
     /// Cancelled once shutdown begins.
     pub(crate) draining: tokio_util::sync::CancellationToken,
+    /// The WebSocket slots: none free means no new client can be taken.
+    pub(crate) ws_slots: Arc<tokio::sync::Semaphore>,
+    /// The service, whose connection store must answer.
+    pub(crate) service: Arc<IngestService>,
 }
 
 /// The peer address of a request's connection, put in the request's extensions by the server

@@ -149,7 +149,7 @@ impl Server {
             tls,
         } = self;
         let stopping = CancellationToken::new();
-        let readiness = Readiness::default();
+
         let tracker = TaskTracker::new();
         let cors = Arc::new(settings.cors.clone());
         let ws = WsContext {
@@ -161,6 +161,11 @@ impl Server {
             origins: Arc::clone(&cors),
             auth: settings.auth.clone(),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.ws.max_connections)),
+        };
+        let readiness = Readiness {
+            draining: CancellationToken::new(),
+            ws_slots: Arc::clone(&ws.slots),
+            service: Arc::clone(&service),
         };
         let expiry = tokio::spawn(expire_sessions(Arc::clone(&service), stopping.clone()));
         let watcher = tls.as_ref().map(|tls| tls.watch(stopping.clone()));

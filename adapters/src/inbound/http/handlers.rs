@@ -154,19 +154,28 @@ pub(super) async fn livez(method: Method) -> Response {
     response::json(StatusCode::OK, &ProbeBody { status: "alive" })
 }
 
-/// `/readyz`: whether new clients should be sent here; not once shutdown has begun.
+/// `/readyz`: whether new clients should be sent here: not while draining, not with every
+/// WebSocket slot taken, not while the connection store does not answer.
 pub(super) async fn readyz(method: Method, readiness: Readiness) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return response::method_not_allowed(&method, "/readyz", "GET, HEAD");
     }
-    if readiness.draining.is_cancelled() {
-        response::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &ProbeBody { status: "draining" },
-        )
+    let status = if readiness.draining.is_cancelled() {
+        "draining"
+    } else if readiness.ws_slots.available_permits() == 0 {
+        "full"
+    } else if let Err(error) = readiness.service.health().await {
+        tracing::warn!(error = %error, "not ready: the connection store does not answer");
+        "unavailable"
     } else {
-        response::json(StatusCode::OK, &ProbeBody { status: "ready" })
-    }
+        "ready"
+    };
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    response::json(code, &ProbeBody { status })
 }
 
 /// The body of `/livez` and `/readyz`.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use aimcs_application::HandleClientMessageError;
 use aimcs_domain::{
     AudioChunk, AudioMessage, AudioPayload, ClientMessage, Connection, Rejection, ServerMessage,
-    SessionEnding, Stamped, TokenBucket,
+    SessionEnding, SessionId, Stamped, TokenBucket,
 };
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
@@ -71,6 +71,8 @@ struct Task<'a> {
     refused: (u32, Instant),
     /// Whether the last message handled was acknowledged as stored audio.
     acknowledged: bool,
+    /// The session whose id the span carries.
+    logged_session: Option<SessionId>,
 }
 
 /// What the connection knows about whether its client is still there.
@@ -116,6 +118,7 @@ pub(super) async fn run(
             .map(|limit| TokenBucket::new(limit, Duration::ZERO)),
         refused: (0, Instant::now()),
         acknowledged: false,
+        logged_session: None,
     };
     metrics::connection_opened();
     // A panic while serving (a bug) must not skip closing the connection below: that would
@@ -416,6 +419,7 @@ impl Task<'_> {
                     tracing::debug!(code = rejection_code(rejection).as_str(), error = %rejection, "client message rejected");
                 }
                 self.join_hub_if_holding();
+                self.log_session();
                 self.send(&reply).await
             }
             Err(error) => {
@@ -423,6 +427,18 @@ impl Task<'_> {
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), code = code.as_str(), "client message failed");
                 self.send_error(code, &error.to_string()).await
             }
+        }
+    }
+
+    /// Puts the session's id on the connection's span (and so on every later log line) when
+    /// the connection gets a session or changes to another.
+    fn log_session(&mut self) {
+        let current = self.connection.session().map(|session| session.id());
+        if current.is_some() && current != self.logged_session {
+            if let Some(id) = current {
+                tracing::Span::current().record("session_id", tracing::field::display(id));
+            }
+            self.logged_session = current;
         }
     }
 

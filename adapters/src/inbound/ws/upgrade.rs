@@ -163,7 +163,12 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
                     );
                 }
             };
-            let span = tracing::info_span!("ws", connection_id = %connection.id());
+            // The session id is filled in once the connection has a session.
+            let span = tracing::info_span!(
+                "ws",
+                connection_id = %connection.id(),
+                session_id = tracing::field::Empty
+            );
             tracker.spawn(
                 async move {
                     // Held for as long as the connection lives.
