@@ -21,8 +21,11 @@ const CHUNK_BYTES: usize = 3_200;
 
 type Outcome = Result<String, String>;
 
-/// Runs every check against `base_url` and prints the report.
-pub async fn run(base_url: &str) -> ExitCode {
+/// The origin CORS is checked for unless told otherwise: the front end's.
+pub const DEFAULT_ORIGIN: &str = "https://aimcs.net";
+
+/// Runs every check against `base_url` and prints the report; CORS is checked for `origin`.
+pub async fn run(base_url: &str, origin: &str) -> ExitCode {
     let base = base_url.trim_end_matches('/');
     let mut report = Report::new(base);
     let client = match reqwest::Client::builder().timeout(STEP_TIMEOUT).build() {
@@ -34,6 +37,12 @@ pub async fn run(base_url: &str) -> ExitCode {
     };
 
     report.time("GET /health", health(&client, base)).await;
+    report
+        .time("GET /livez", probe(&client, base, "/livez", "alive"))
+        .await;
+    report
+        .time("GET /readyz", probe(&client, base, "/readyz", "ready"))
+        .await;
     report.time("GET /api/status", status(&client, base)).await;
     report.time("POST /api/chat", chat(&client, base)).await;
     report
@@ -42,8 +51,63 @@ pub async fn run(base_url: &str) -> ExitCode {
             chat_without_message(&client, base),
         )
         .await;
+    report
+        .time("CORS preflight", cors(&client, base, origin))
+        .await;
     report.time("WS /ws/audio session", websocket(base)).await;
     report.finish()
+}
+
+async fn probe(client: &reqwest::Client, base: &str, path: &str, expected: &str) -> Outcome {
+    let (status, body) = get_json(client, format!("{base}{path}")).await?;
+    expect(status == 200 && body["status"] == expected, || {
+        format!("expected 200 {{\"status\":\"{expected}\"}}, got {status}: {body}")
+    })?;
+    Ok(expected.to_owned())
+}
+
+/// A browser on `origin` may call the API: the preflight allows it, and a request from it is
+/// answered with its origin.
+async fn cors(client: &reqwest::Client, base: &str, origin: &str) -> Outcome {
+    let url = format!("{base}/api/chat");
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let allowed = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let preflight_status = preflight.status().as_u16();
+    expect(
+        (200..300).contains(&preflight_status) && allowed(&preflight).as_deref() == Some(origin),
+        || {
+            format!(
+                "preflight from {origin} answered {preflight_status} with Access-Control-Allow-Origin {:?}",
+                allowed(&preflight)
+            )
+        },
+    )?;
+    let simple = client
+        .get(format!("{base}/health"))
+        .header("origin", origin)
+        .send()
+        .await
+        .map_err(|e| format!("{base}/health: {e}"))?;
+    expect(allowed(&simple).as_deref() == Some(origin), || {
+        format!(
+            "GET /health from {origin} got Access-Control-Allow-Origin {:?}",
+            allowed(&simple)
+        )
+    })?;
+    Ok(format!("{origin} allowed"))
 }
 
 async fn get_json(client: &reqwest::Client, url: String) -> Result<(u16, Value), String> {

@@ -22,8 +22,10 @@ AIMCS backend: real-time audio ingest over WebSocket, plus a small HTTP API.
 Usage:
   aimcs-backend [serve] [--config PATH]        run the service (the default)
   aimcs-backend healthcheck [--config PATH]    exit 0 if the local service's /livez answers 200
-  aimcs-backend check URL                      smoke-test a running deployment, e.g.
+  aimcs-backend check URL [--origin ORIGIN]    smoke-test a running deployment, e.g.
                                                aimcs-backend check http://127.0.0.1:3000
+                                               (CORS is checked for ORIGIN, by default
+                                               https://aimcs.net, the front end's)
   aimcs-backend --help | --version
 
 Settings come from embedded defaults, then the TOML file given by --config or APP_CONFIG,
@@ -46,6 +48,8 @@ pub enum Command {
     Check {
         /// Base URL of the deployment.
         url: String,
+        /// The browser origin whose CORS access is checked.
+        origin: String,
     },
     /// Print usage.
     Help,
@@ -83,6 +87,7 @@ impl Command {
             args.next();
         }
         let mut config = None;
+        let mut origin = None;
         let mut positional = Vec::new();
         while let Some(arg) = args.next() {
             match arg {
@@ -95,6 +100,9 @@ impl Command {
                 _ if arg.starts_with("--config=") => {
                     config = Some(PathBuf::from(&arg["--config=".len()..]))
                 }
+                "--origin" => {
+                    origin = Some(args.next().ok_or("--origin needs an origin")?.to_owned());
+                }
                 _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
                 _ => positional.push(arg),
             }
@@ -104,6 +112,7 @@ impl Command {
             (Some(Verb::Healthcheck), []) => Ok(Self::Healthcheck { config }),
             (Some(Verb::Check), [url]) => Ok(Self::Check {
                 url: (*url).to_owned(),
+                origin: origin.unwrap_or_else(|| check::DEFAULT_ORIGIN.to_owned()),
             }),
             (Some(Verb::Check), _) => {
                 Err("check needs exactly one URL, e.g. http://127.0.0.1:3000".into())
@@ -124,7 +133,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Version => say(&format!("aimcs-backend {VERSION}")),
         Command::Serve { config } => serve(config).await,
         Command::Healthcheck { config } => healthcheck(config).await,
-        Command::Check { url } => check::run(&url).await,
+        Command::Check { url, origin } => check::run(&url, &origin).await,
     }
 }
 
@@ -277,7 +286,8 @@ mod tests {
         assert_eq!(
             parse(&["check", "http://x:1"]),
             Ok(Command::Check {
-                url: "http://x:1".into()
+                url: "http://x:1".into(),
+                origin: "https://aimcs.net".into(),
             })
         );
         assert!(parse(&["check"]).is_err());

@@ -256,7 +256,7 @@ async fn check_passes_against_the_running_service() {
 
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}");
-    assert!(report.contains("5 passed, 0 failed"), "{report}");
+    assert!(report.contains("8 passed, 0 failed"), "{report}");
     assert!(report.contains("WS /ws/audio session"), "{report}");
 }
 
@@ -277,7 +277,7 @@ async fn check_fails_and_names_what_failed_when_nothing_answers() {
     let report = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{report}");
     assert!(report.contains("FAIL  GET /health"), "{report}");
-    assert!(report.contains("0 passed, 5 failed"), "{report}");
+    assert!(report.contains("0 passed, 8 failed"), "{report}");
 }
 
 #[tokio::test]
@@ -523,4 +523,63 @@ async fn once_a_session_starts_every_line_of_the_connection_carries_its_session_
     for line in &after_start {
         assert_eq!(line["span"]["session_id"], session.as_str(), "{line}");
     }
+}
+
+/// A stand-in for a deployment with one broken endpoint: `GET /health` answers that the
+/// service is sick; every other connection is passed through to `upstream` untouched.
+async fn broken_health_proxy(upstream: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0; 8192];
+                let Ok(n) = client.read(&mut head).await else {
+                    return;
+                };
+                head.truncate(n);
+                if head.starts_with(b"GET /health ") {
+                    let body = r#"{"status":"sick","uptime":1,"connections":0,"version":"x"}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                if server.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn check_names_the_one_broken_endpoint_and_fails() {
+    let running = start(&[]).await;
+    let broken = broken_health_proxy(running.addr.clone()).await;
+
+    let output = binary()
+        .args(["check", &format!("http://{broken}")])
+        .output()
+        .await
+        .unwrap();
+
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("FAIL  GET /health") && report.contains("\"sick\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("7 passed, 1 failed: GET /health"),
+        "{report}"
+    );
 }
