@@ -143,3 +143,35 @@ async fn a_plain_get_of_the_websocket_endpoint_is_told_to_upgrade() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "upgrade_required");
 }
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one_and_names_every_route() {
+    let app = spawn_app().await;
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"))
+            .unwrap();
+
+    let served = app.get("/api/openapi.json").await;
+
+    assert_eq!(served.status(), 200);
+    let served = served.text().await.unwrap();
+    assert_eq!(served, committed);
+    let document: Value = serde_json::from_str(&served).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    // Every route that answers something other than 404 is described.
+    for route in [
+        "/health",
+        "/api/status",
+        "/api/chat",
+        "/api/session",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/ws/audio",
+        "/api/openapi.json",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not in the document");
+        assert_ne!(app.get(route).await.status(), 404, "{route}");
+    }
+    assert_eq!(paths.len(), 9, "{:?}", paths.keys().collect::<Vec<_>>());
+}

@@ -7,6 +7,7 @@
 mod chat;
 mod cors;
 mod handlers;
+mod openapi;
 pub(crate) mod response;
 
 use std::convert::Infallible;
@@ -96,6 +97,8 @@ pub(crate) fn routes(
         .unify()
         .or(probes(readiness))
         .unify()
+        .or(openapi_route())
+        .unify()
         .or(chat(service, settings, auth.clone()))
         .unify()
         .or(session(auth))
@@ -146,6 +149,19 @@ pub(crate) fn route_label(path: &str) -> &'static str {
         .into_iter()
         .find(|route| path_matches(path, route))
         .unwrap_or("other")
+}
+
+/// `GET /api/openapi.json`
+fn openapi_route() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let document = Arc::new(openapi::document());
+    route("/api/openapi.json")
+        .and(warp::method())
+        .map(move |method: http::Method| {
+            if method != http::Method::GET && method != http::Method::HEAD {
+                return response::method_not_allowed(&method, "/api/openapi.json", "GET, HEAD");
+            }
+            response::json_text(http::StatusCode::OK, String::clone(&document))
+        })
 }
 
 /// `GET /livez` and `GET /readyz`

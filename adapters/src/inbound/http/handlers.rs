@@ -11,6 +11,7 @@ use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGT
 use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 use warp::reply::Response;
 
 use super::chat::{BodyKind, ChatBodyError, ChatRequestBody};
@@ -31,12 +32,21 @@ const ENDPOINTS: [&str; 4] = [
 ];
 
 /// `/health`, in the original's field order.
-#[derive(Serialize)]
-struct HealthBody {
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status":"healthy","timestamp":"2026-11-25T10:24:09.078Z","uptime":12.345678,"connections":0,"version":"1.0.0"}))]
+pub(crate) struct HealthBody {
+    /// Always `healthy` while the service answers.
+    #[schema(value_type = String, example = "healthy")]
     status: &'static str,
+    /// When the answer was made, ISO-8601 UTC with milliseconds.
     timestamp: String,
+    /// Seconds since the service started.
     uptime: f64,
+    /// Open WebSocket connections.
+    #[schema(value_type = u64)]
     connections: usize,
+    /// The service's version.
+    #[schema(value_type = String)]
     version: &'static str,
 }
 
@@ -54,12 +64,19 @@ impl From<HealthReport> for HealthBody {
 }
 
 /// `/api/status`, in the original's field order.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct StatusBody {
+pub(crate) struct StatusBody {
+    /// Always `AIMCS Backend API is running`.
+    #[schema(value_type = String)]
     message: &'static str,
+    /// When the answer was made.
     timestamp: String,
+    /// Open WebSocket connections.
+    #[schema(value_type = u64)]
     active_connections: usize,
+    /// The original's four endpoints.
+    #[schema(value_type = Vec<String>)]
     endpoints: [&'static str; 4],
 }
 
@@ -75,11 +92,16 @@ impl From<StatusReport> for StatusBody {
 }
 
 /// The chat reply, in the original's field order.
-#[derive(Serialize)]
-struct ChatReplyBody {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChatReplyBody {
+    /// A UUID.
     id: String,
+    /// `Echo: ` and the message as JavaScript's `String()` writes it.
     message: String,
+    /// When the answer was made.
     timestamp: String,
+    /// The request's `context` when truthy, `{}` otherwise: any JSON value.
+    #[schema(value_type = serde_json::Value)]
     context: Box<RawValue>,
 }
 
@@ -179,18 +201,25 @@ pub(super) async fn readyz(method: Method, readiness: Readiness) -> Response {
 }
 
 /// The body of `/livez` and `/readyz`.
-#[derive(Serialize)]
-struct ProbeBody {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProbeBody {
+    /// `alive`; `ready`, `draining`, `full` or `unavailable`.
+    #[schema(value_type = String, example = "ready")]
     status: &'static str,
 }
 
 /// A browser token, as `POST /api/session` returns it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SessionTokenBody {
+pub(crate) struct SessionTokenBody {
+    /// The token: opens one WebSocket, once, before it expires.
     token: String,
+    /// When it expires.
     expires_at: String,
+    /// Seconds until it expires.
     expires_in: u64,
+    /// The subprotocol to offer beside it: `aimcs.v1`.
+    #[schema(value_type = String, example = "aimcs.v1")]
     protocol: &'static str,
 }
 

@@ -48,9 +48,12 @@ pub(crate) fn empty(status: StatusCode) -> Response {
 }
 
 /// The body of every error response.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What happened, for people.
+    error: String,
+    /// What happened, for programs: a stable snake_case code (see the README's table).
+    #[schema(value_type = String, example = "message_required")]
     code: &'static str,
 }
 
@@ -59,7 +62,7 @@ pub(crate) fn error(code: ErrorCode, message: &str) -> Response {
     json(
         code.status(),
         &ErrorBody {
-            error: message,
+            error: message.to_owned(),
             code: code.as_str(),
         },
     )
