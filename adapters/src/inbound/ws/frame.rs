@@ -228,9 +228,11 @@ fn describe_base64_error(text: &str, error: &base64::DecodeSliceError) -> String
     };
     match *decode_error {
         DecodeError::InvalidByte(offset, byte) | DecodeError::InvalidLastSymbol(offset, byte) => {
-            let shown = text[offset..]
-                .chars()
-                .next()
+            // The offset may fall inside a multi-byte character (found by the fuzzer): the
+            // byte is named then.
+            let shown = text
+                .get(offset..)
+                .and_then(|rest| rest.chars().next())
                 .map_or_else(|| format!("0x{byte:02x}"), |c| format!("{c:?}"));
             format!(
                 "audio data is not valid base64: unexpected character {shown} at offset {offset}"

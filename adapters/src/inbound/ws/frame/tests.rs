@@ -448,3 +448,15 @@ fn the_other_session_messages_are_recognised() {
         ClientMessage::AudioClear
     );
 }
+
+#[test]
+fn invalid_base64_whose_offset_falls_inside_a_character_names_the_byte() {
+    // Found by the fuzzer: the decoder's offset 4 fell inside U+031C (bytes 3..5).
+    let audio = audio("{\"type\":\"audio\",\"data\":\"71I\u{31c}\"}");
+    assert_eq!(
+        audio.payload,
+        AudioPayload::Invalid(
+            "audio data is not valid base64: unexpected character 0x9c at offset 4".into()
+        )
+    );
+}
