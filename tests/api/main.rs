@@ -1,6 +1,7 @@
 //! Black-box tests: the real service on a free loopback port, driven by a real HTTP client and
 //! a real WebSocket client, one module per surface.
 
+mod asyncapi;
 mod chat;
 mod compat;
 mod cors;
