@@ -186,7 +186,12 @@ async fn connection(options: &Options, payload: Message, end: Instant) -> Tally 
     let mut next_send = Instant::now();
     while Instant::now() < end {
         if let Some(interval) = options.paced {
-            tokio::time::sleep_until(next_send.into()).await;
+            // The connection stays open, idle, until its next send or the end of the run,
+            // whichever is first: a long interval must not outlast the run.
+            tokio::time::sleep_until(next_send.min(end).into()).await;
+            if next_send >= end {
+                break;
+            }
             next_send += interval;
         }
         let sent = Instant::now();
