@@ -81,7 +81,6 @@ async fn a_slow_sink_pushes_back_on_clients_and_memory_stays_bounded_with_nothin
             settings.ws.max_message_bytes = (80 * 1024_u64).try_into().unwrap();
             // The point is a flood the sink cannot keep up with, not the rate limit.
             settings.ws.max_messages_per_second = 0;
-
         },
         Overrides {
             audio_sink: Some(sink.clone()),
