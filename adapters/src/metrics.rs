@@ -6,9 +6,12 @@
 //! status codes): no connection id or client input ever becomes a label, so the number of
 //! series is bounded whatever clients send.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
+
+use crate::inbound::ws::{CLIENT_KINDS, SERVER_KINDS};
 
 /// Open WebSocket connections.
 pub const CONNECTIONS_OPEN: &str = "aimcs_ws_connections_open";
@@ -89,35 +92,97 @@ pub(crate) fn connection_closed(code: Option<u16>) {
     counter!(CONNECTIONS_CLOSED, "code" => close_code_label(code)).increment(1);
 }
 
+/// Handles of the metrics recorded for every message, looked up once: a lookup by name and
+/// labels costs more than the increment itself. Taken at the first message, when the service
+/// has installed its recorder (before it accepts anything); without one they are no-ops.
+struct MessageHandles {
+    received: Vec<(&'static str, Counter)>,
+    sent: Vec<(&'static str, Counter)>,
+    audio_chunks: Counter,
+    audio_bytes: Counter,
+    ack_latency: Histogram,
+}
+
+fn message_handles() -> &'static MessageHandles {
+    static HANDLES: OnceLock<MessageHandles> = OnceLock::new();
+    HANDLES.get_or_init(|| MessageHandles {
+        received: CLIENT_KINDS
+            .iter()
+            .map(|kind| (*kind, counter!(MESSAGES_RECEIVED, "type" => *kind)))
+            .collect(),
+        sent: SERVER_KINDS
+            .iter()
+            .map(|kind| (*kind, counter!(MESSAGES_SENT, "type" => *kind)))
+            .collect(),
+        audio_chunks: counter!(AUDIO_CHUNKS),
+        audio_bytes: counter!(AUDIO_BYTES),
+        ack_latency: histogram!(ACK_LATENCY),
+    })
+}
+
+fn find<'a, T>(handles: &'a [(&'static str, T)], kind: &str) -> Option<&'a T> {
+    handles
+        .iter()
+        .find(|(known, _)| *known == kind)
+        .map(|(_, handle)| handle)
+}
+
 /// A client message of `kind` arrived.
 pub(crate) fn message_received(kind: &'static str) {
-    counter!(MESSAGES_RECEIVED, "type" => kind).increment(1);
+    match find(&message_handles().received, kind) {
+        Some(counter) => counter.increment(1),
+        None => counter!(MESSAGES_RECEIVED, "type" => kind).increment(1),
+    }
 }
 
 /// A server message of `kind` was sent.
 pub(crate) fn message_sent(kind: &'static str) {
-    counter!(MESSAGES_SENT, "type" => kind).increment(1);
+    match find(&message_handles().sent, kind) {
+        Some(counter) => counter.increment(1),
+        None => counter!(MESSAGES_SENT, "type" => kind).increment(1),
+    }
 }
 
 /// An audio chunk of `bytes` arrived.
 pub(crate) fn audio_received(bytes: usize) {
-    counter!(AUDIO_CHUNKS).increment(1);
-    counter!(AUDIO_BYTES).increment(bytes as u64);
+    let handles = message_handles();
+    handles.audio_chunks.increment(1);
+    handles.audio_bytes.increment(bytes as u64);
 }
 
 /// An audio message was acknowledged `elapsed` after it arrived.
 pub(crate) fn acknowledged(elapsed: Duration) {
-    histogram!(ACK_LATENCY).record(elapsed.as_secs_f64());
+    message_handles()
+        .ack_latency
+        .record(elapsed.as_secs_f64());
 }
 
-/// Sink `sink` accepted a chunk in `elapsed`.
-pub(crate) fn sink_written(sink: &'static str, elapsed: Duration) {
-    histogram!(SINK_WRITE_LATENCY, "sink" => sink).record(elapsed.as_secs_f64());
+/// The metrics of one audio sink, looked up once when the sink is wrapped.
+#[derive(Clone)]
+pub(crate) struct SinkHandles {
+    name: &'static str,
+    write_latency: Histogram,
 }
 
-/// Sink `sink` failed an `operation` (`open`, `write`, `commit`, `close`).
-pub(crate) fn sink_failed(sink: &'static str, operation: &'static str) {
-    counter!(SINK_ERRORS, "sink" => sink, "operation" => operation).increment(1);
+impl SinkHandles {
+    /// The handles of sink `name`.
+    pub(crate) fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            write_latency: histogram!(SINK_WRITE_LATENCY, "sink" => name),
+        }
+    }
+
+    /// The sink accepted a chunk in `elapsed`.
+    pub(crate) fn written(&self, elapsed: Duration) {
+        self.write_latency.record(elapsed.as_secs_f64());
+    }
+
+    /// The sink failed an `operation` (`open`, `write`, `commit`, `close`): rare, looked up
+    /// when it happens.
+    pub(crate) fn failed(&self, operation: &'static str) {
+        counter!(SINK_ERRORS, "sink" => self.name, "operation" => operation).increment(1);
+    }
 }
 
 /// An HTTP request to `route` was answered with `status` in `elapsed`.

@@ -88,6 +88,22 @@ impl App {
         settings: &Settings,
         overrides: Overrides,
     ) -> Result<Self, StartupError> {
+        // First: the instrumented sinks and connections take their metric handles from it.
+        let metrics = match settings.metrics.enabled {
+            true => Some(MetricsSetup {
+                handle: metrics_recorder(),
+                listener: match settings.metrics.listen {
+                    Some(addr) => Some(MetricsListener::bind(addr).await.map_err(|source| {
+                        StartupError::Bind {
+                            addr,
+                            source: BindError::Listen(source),
+                        }
+                    })?),
+                    None => None,
+                },
+            }),
+            false => None,
+        };
         let mut file_sink = None;
         let sink = match overrides.audio_sink {
             Some(sink) => sink,
@@ -133,21 +149,6 @@ impl App {
             Some(Arc::new(Authenticator::new(&settings.auth_settings())?))
         } else {
             None
-        };
-        let metrics = match settings.metrics.enabled {
-            true => Some(MetricsSetup {
-                handle: metrics_recorder(),
-                listener: match settings.metrics.listen {
-                    Some(addr) => Some(MetricsListener::bind(addr).await.map_err(|source| {
-                        StartupError::Bind {
-                            addr,
-                            source: BindError::Listen(source),
-                        }
-                    })?),
-                    None => None,
-                },
-            }),
-            false => None,
         };
         let mut server_settings = settings.server_settings(auth);
         if let Some(setup) = metrics.as_ref().filter(|m| m.listener.is_none()) {

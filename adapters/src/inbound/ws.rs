@@ -18,7 +18,8 @@ use aimcs_application::IngestService;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub(crate) use frame::{AudioBuffer, client_kind, decode};
+pub(crate) use frame::{AudioBuffer, CLIENT_KINDS, client_kind, decode};
+pub(crate) use reply::SERVER_KINDS;
 pub(crate) use upgrade::{Endpoint, UpgradeRequest, unauthorized, upgrade};
 
 /// Limits and buffer sizes of WebSocket connections. Every limit is announced to clients in

@@ -15,12 +15,18 @@ use crate::metrics;
 pub struct InstrumentedAudioSink {
     name: &'static str,
     inner: Arc<dyn AudioSink>,
+    metrics: metrics::SinkHandles,
 }
 
 impl InstrumentedAudioSink {
-    /// Measures `inner` as `name` (`file`, `null`): a label, so one of a fixed set.
+    /// Measures `inner` as `name` (`file`, `null`): a label, so one of a fixed set. Build it
+    /// after the metrics recorder is installed: it takes its handles now.
     pub fn new(name: &'static str, inner: Arc<dyn AudioSink>) -> Self {
-        Self { name, inner }
+        Self {
+            name,
+            inner,
+            metrics: metrics::SinkHandles::new(name),
+        }
     }
 
     fn count_failure<T>(
@@ -29,7 +35,7 @@ impl InstrumentedAudioSink {
         result: Result<T, SinkError>,
     ) -> Result<T, SinkError> {
         if result.is_err() {
-            metrics::sink_failed(self.name, operation);
+            self.metrics.failed(operation);
         }
         result
     }
@@ -59,7 +65,7 @@ impl AudioSink for InstrumentedAudioSink {
         let started = Instant::now();
         let result = self.inner.write(recording, seq, chunk).await;
         if result.is_ok() {
-            metrics::sink_written(self.name, started.elapsed());
+            self.metrics.written(started.elapsed());
         }
         self.count_failure("write", result)
     }

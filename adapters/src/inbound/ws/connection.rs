@@ -251,11 +251,11 @@ impl Task<'_> {
                 // The original parsed binary frames as JSON too, reading invalid UTF-8 as
                 // U+FFFD, as Node's Buffer-to-string conversion does.
                 Message::Binary(bytes) => decode(
-                    String::from_utf8_lossy(&bytes).as_bytes(),
+                    &String::from_utf8_lossy(&bytes),
                     &mut self.audio,
                     max_depth,
                 ),
-                Message::Text(text) => decode(text.as_bytes(), &mut self.audio, max_depth),
+                Message::Text(text) => decode(text.as_str(), &mut self.audio, max_depth),
                 _ => continue,
             };
             metrics::message_received(client_kind(&message));

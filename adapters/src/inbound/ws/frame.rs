@@ -69,6 +69,21 @@ pub(crate) struct WsClientFrame<'a> {
     last_seq: Option<&'a RawValue>,
 }
 
+/// Every value [`client_kind`] returns.
+pub(crate) const CLIENT_KINDS: [&str; 11] = [
+    "test",
+    "audio",
+    "binary_audio",
+    "ping",
+    "session_start",
+    "audio_commit",
+    "audio_clear",
+    "session_end",
+    "session_resume",
+    "unknown",
+    "invalid",
+];
+
 /// The `type` of a client message, as a metric label: a closed set, whatever the client sent
 /// (an unknown `type` is `unknown`, never its text).
 pub(crate) fn client_kind(message: &ClientMessage) -> &'static str {
@@ -90,8 +105,8 @@ pub(crate) fn client_kind(message: &ClientMessage) -> &'static str {
 /// The message a frame holds; a frame that cannot be read becomes
 /// [`ClientMessage::Undecodable`], which has its own reply, and one that nests JSON deeper than
 /// `max_depth` is refused before it is parsed.
-pub(crate) fn decode(frame: &[u8], audio: &mut AudioBuffer, max_depth: usize) -> ClientMessage {
-    if nests_deeper_than(frame, max_depth) {
+pub(crate) fn decode(frame: &str, audio: &mut AudioBuffer, max_depth: usize) -> ClientMessage {
+    if nests_deeper_than(frame.as_bytes(), max_depth) {
         return ClientMessage::Invalid(Rejection::JsonTooDeep(max_depth));
     }
     match WsClientFrame::parse(frame) {
@@ -107,11 +122,13 @@ impl<'a> WsClientFrame<'a> {
     ///
     /// # Errors
     /// [`FrameError`] for an empty frame, `null`, or bytes that are not JSON.
-    pub(crate) fn parse(frame: &'a [u8]) -> Result<Self, FrameError> {
-        if frame.iter().all(u8::is_ascii_whitespace) {
+    pub(crate) fn parse(frame: &'a str) -> Result<Self, FrameError> {
+        if frame.bytes().all(|b| b.is_ascii_whitespace()) {
             return Err(FrameError::Empty);
         }
-        serde_json::from_slice::<Option<Self>>(frame)?.ok_or(FrameError::Null)
+        // From a `str`: the WebSocket layer validated its UTF-8 already, and serde_json's
+        // slice reader would check every borrowed string (all of the audio's base64) again.
+        serde_json::from_str::<Option<Self>>(frame)?.ok_or(FrameError::Null)
     }
 
     /// The meaning of the frame, decoding audio into `audio`.

@@ -87,6 +87,21 @@ pub(crate) fn encode(message: &Stamped<ServerMessage>, limits: &WsSettings, out:
     out.push('}');
 }
 
+/// Every `type` the server sends, as metric labels.
+pub(crate) const SERVER_KINDS: [&str; 11] = [
+    "connection",
+    "test_response",
+    "audio_received",
+    "session_started",
+    "session_resumed",
+    "audio_committed",
+    "session_ended",
+    "pong",
+    "echo",
+    "error",
+    "going_away",
+];
+
 /// The `type` of a server message, as a metric label.
 pub(crate) fn server_kind(message: &ServerMessage) -> &'static str {
     match message {

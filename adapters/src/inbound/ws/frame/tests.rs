@@ -12,7 +12,7 @@ use super::{AudioBuffer, decode as decode_frame};
 const DEPTH: usize = 32;
 
 fn decode(frame: &str) -> ClientMessage {
-    decode_frame(frame.as_bytes(), &mut AudioBuffer::default(), DEPTH)
+    decode_frame(frame, &mut AudioBuffer::default(), DEPTH)
 }
 
 fn value(text: &str) -> Option<ClientValue> {
@@ -20,7 +20,11 @@ fn value(text: &str) -> Option<ClientValue> {
 }
 
 fn undecodable_reason(frame: &[u8]) -> String {
-    match decode_frame(frame, &mut AudioBuffer::default(), DEPTH) {
+    match decode_frame(
+        &String::from_utf8_lossy(frame),
+        &mut AudioBuffer::default(),
+        DEPTH,
+    ) {
         ClientMessage::Undecodable { reason } => reason,
         other => panic!(
             "expected undecodable for {:?}, got {other:?}",
@@ -249,8 +253,16 @@ fn empty_and_null_frames_are_undecodable() {
 }
 
 #[test]
-fn invalid_utf8_is_undecodable() {
-    assert!(undecodable_reason(b"{\"type\":\"te\xffst\"}").starts_with("invalid JSON"));
+fn invalid_utf8_of_a_binary_frame_reads_as_replacement_characters_as_in_the_original() {
+    // Text frames are valid UTF-8 by the time they are decoded; binary frames are read the
+    // way Node's Buffer-to-string conversion read them.
+    let frame = String::from_utf8_lossy(b"{\"type\":\"te\xffst\"}");
+    assert_eq!(
+        decode(&frame),
+        ClientMessage::Unknown {
+            original_type: value("\"te\u{fffd}st\"")
+        }
+    );
 }
 
 #[test]
@@ -283,7 +295,7 @@ fn nesting_up_to_the_limit_is_fine() {
 fn the_audio_buffer_is_reused_once_a_chunk_has_been_dropped() {
     let mut buffer = AudioBuffer::default();
     let frame = format!(r#"{{"type":"audio","data":"{}"}}"#, "AAAA".repeat(1_000));
-    let mut chunk_address = || match decode_frame(frame.as_bytes(), &mut buffer, DEPTH) {
+    let mut chunk_address = || match decode_frame(&frame, &mut buffer, DEPTH) {
         ClientMessage::Audio(AudioMessage {
             payload: AudioPayload::Chunk(chunk),
             ..
