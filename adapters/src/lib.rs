@@ -26,7 +26,11 @@ pub mod fuzzing {
     /// Reads one client frame as the connection task reads a binary frame (invalid UTF-8 as
     /// U+FFFD; text frames arrive as valid UTF-8), with the default depth limit.
     pub fn decode_client_frame(frame: &[u8]) -> ClientMessage {
-        decode(&String::from_utf8_lossy(frame), &mut AudioBuffer::default(), 32)
+        decode(
+            &String::from_utf8_lossy(frame),
+            &mut AudioBuffer::default(),
+            32,
+        )
     }
 
     /// The JSON nesting check run before every parse.

@@ -152,9 +152,7 @@ pub(crate) fn audio_received(bytes: usize) {
 
 /// An audio message was acknowledged `elapsed` after it arrived.
 pub(crate) fn acknowledged(elapsed: Duration) {
-    message_handles()
-        .ack_latency
-        .record(elapsed.as_secs_f64());
+    message_handles().ack_latency.record(elapsed.as_secs_f64());
 }
 
 /// The metrics of one audio sink, looked up once when the sink is wrapped.

@@ -250,11 +250,9 @@ impl Task<'_> {
                 }
                 // The original parsed binary frames as JSON too, reading invalid UTF-8 as
                 // U+FFFD, as Node's Buffer-to-string conversion does.
-                Message::Binary(bytes) => decode(
-                    &String::from_utf8_lossy(&bytes),
-                    &mut self.audio,
-                    max_depth,
-                ),
+                Message::Binary(bytes) => {
+                    decode(&String::from_utf8_lossy(&bytes), &mut self.audio, max_depth)
+                }
                 Message::Text(text) => decode(text.as_str(), &mut self.audio, max_depth),
                 _ => continue,
             };
