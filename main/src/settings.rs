@@ -323,6 +323,8 @@ pub struct HttpConfig {
     pub max_json_depth: Depth,
     /// Seconds a request body may take to arrive once its headers have.
     pub body_timeout_secs: PositiveSeconds,
+    /// Whether the client page is served at `/`.
+    pub page: bool,
 }
 
 /// WebSocket limits.
@@ -583,6 +585,7 @@ impl Default for Settings {
                 max_body_bytes: Bytes(http.max_body_bytes),
                 max_json_depth: Depth(http.max_json_depth),
                 body_timeout_secs: PositiveSeconds(http.body_timeout.as_secs()),
+                page: http.page,
             },
             ws: WsConfig {
                 max_message_bytes: Bytes(ws.max_message_bytes),
@@ -830,6 +833,7 @@ impl Settings {
                 max_body_bytes: self.http.max_body_bytes.get(),
                 max_json_depth: self.http.max_json_depth.get(),
                 body_timeout: self.http.body_timeout_secs.duration(),
+                page: self.http.page,
             },
             ws: WsSettings {
                 max_message_bytes: ws.max_message_bytes.get(),

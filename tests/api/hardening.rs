@@ -51,7 +51,7 @@ async fn a_literal_null_origin_is_foreign_too() {
 }
 
 #[tokio::test]
-async fn a_page_whose_origin_matches_the_host_is_still_foreign() {
+async fn a_plain_http_page_whose_origin_matches_a_public_host_is_still_foreign() {
     // DNS rebinding: the attacker's name points at this service, so Origin and Host agree.
     let app = spawn_app().await;
     let host = format!("evil.example:{}", app.addr.port());
@@ -644,4 +644,32 @@ async fn a_message_ending_inside_a_string_escape_is_malformed_and_nothing_leaks(
         .await;
     assert_eq!(chat.status(), 400);
     assert_healthy(&app).await;
+}
+
+#[tokio::test]
+async fn the_served_page_may_open_a_websocket_on_a_loopback_host_or_over_https_unconfigured() {
+    let app = spawn_app().await;
+    let port = app.addr.port();
+    // Tried locally, and behind a TLS-terminating ingress (which passes the public Host).
+    for (origin, host) in [
+        (
+            format!("http://127.0.0.1:{port}"),
+            format!("127.0.0.1:{port}"),
+        ),
+        (
+            format!("http://localhost:{port}"),
+            format!("localhost:{port}"),
+        ),
+        (
+            "https://aimcs-backend.example".to_owned(),
+            "aimcs-backend.example".to_owned(),
+        ),
+    ] {
+        let (mut client, _) = app
+            .connect_with("/ws/audio", &[("origin", &origin), ("host", &host)])
+            .await
+            .unwrap_or_else(|error| panic!("{origin} is the page's own origin: {error:?}"));
+
+        assert_eq!(client.next_json().await["type"], "connection");
+    }
 }

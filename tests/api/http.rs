@@ -175,3 +175,30 @@ async fn the_served_openapi_document_is_the_committed_one_and_names_every_route(
     }
     assert_eq!(paths.len(), 9, "{:?}", paths.keys().collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn the_client_page_is_served_at_the_root_unless_turned_off() {
+    let app = spawn_app().await;
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/pcm-worklet.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "text/css; charset=utf-8"),
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-cache", "{path}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert!(
+            response.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'self'")
+        );
+    }
+
+    let api_only = aimcs_tests::spawn_app_with(|settings| settings.http.page = false).await;
+    assert_eq!(api_only.get("/").await.status(), 404);
+    assert_eq!(api_only.get("/app.js").await.status(), 404);
+}

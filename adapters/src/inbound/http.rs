@@ -8,6 +8,7 @@ mod chat;
 mod cors;
 mod handlers;
 mod openapi;
+mod page;
 pub(crate) mod response;
 
 use std::convert::Infallible;
@@ -37,6 +38,8 @@ pub struct HttpSettings {
     /// How long a request body may take to arrive, once the headers have: a client that
     /// trickles its body holds a connection and a buffer.
     pub body_timeout: std::time::Duration,
+    /// Whether the client page is served at `/`.
+    pub page: bool,
 }
 
 impl Default for HttpSettings {
@@ -45,6 +48,7 @@ impl Default for HttpSettings {
             max_body_bytes: 1024 * 1024,
             max_json_depth: 32,
             body_timeout: std::time::Duration::from_secs(30),
+            page: true,
         }
     }
 }
@@ -110,6 +114,10 @@ pub(crate) fn routes(
         Some(echo) => routes.or(echo).unify().boxed(),
         None => routes,
     };
+    let routes = match settings.page {
+        true => routes.or(page::routes()).unify().boxed(),
+        false => routes,
+    };
     match metrics {
         Some(render) => routes
             .or(metrics_route(render))
@@ -132,7 +140,10 @@ pub(crate) fn metrics_route(
 
 /// The route a path belongs to, as a metric label: one of the served paths, or `other`.
 pub(crate) fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 11] = [
+    if let Some(page) = page::PATHS.iter().find(|served| **served == path) {
+        return page;
+    }
+    const ROUTES: [&str; 10] = [
         "/health",
         "/api/status",
         "/api/chat",
@@ -143,7 +154,6 @@ pub(crate) fn route_label(path: &str) -> &'static str {
         "/ws/audio",
         "/ws/echo",
         "/api/openapi.json",
-        "/",
     ];
     ROUTES
         .into_iter()

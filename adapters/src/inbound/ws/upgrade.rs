@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use aimcs_application::NewConnection;
 use http::header::{
-    AUTHORIZATION, CONNECTION, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    AUTHORIZATION, CONNECTION, HOST, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -201,9 +201,13 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
 
 /// Refuses a browser whose page is not on the allow-list: without this, any web page a user
 /// visits could open a socket here with the user's cookies and network position (cross-site
-/// WebSocket hijacking). There is deliberately no "same origin as `Host`" exception: under DNS
-/// rebinding an attacker's page has a matching `Host`. Clients that are not browsers send no
-/// `Origin`.
+/// WebSocket hijacking). Besides the list, a page's own origin (the page this service
+/// serves) is allowed where DNS rebinding cannot forge it: a general "same origin as `Host`"
+/// rule would let rebinding through, since an attacker's page under a name that resolves here
+/// has a matching `Host`. It cannot forge a loopback `Host` (its page would have to be on
+/// localhost), nor an `https` origin (the browser would need this service's certificate for the
+/// attacker's name). So own origins count over HTTPS and on loopback hosts. Clients that are
+/// not browsers send no `Origin`.
 #[allow(
     clippy::result_large_err,
     reason = "the error is the response itself, built once"
@@ -221,7 +225,7 @@ fn check_origin(headers: &HeaderMap, context: &super::WsContext) -> Result<(), R
             "an Origin header is required on this server",
         ));
     };
-    if context.origins.allows(origin) {
+    if context.origins.allows(origin) || is_unforgeable_own_origin(origin, headers.get(HOST)) {
         return Ok(());
     }
     tracing::warn!(origin = ?origin, "websocket refused: origin not allowed");
@@ -229,6 +233,29 @@ fn check_origin(headers: &HeaderMap, context: &super::WsContext) -> Result<(), R
         ErrorCode::ForbiddenOrigin,
         "this origin may not open a WebSocket here; add it to cors.allowed_origins",
     ))
+}
+
+/// Whether `origin` is `https://` + `host`, or `http://` + `host` with `host` a loopback name
+/// or address.
+fn is_unforgeable_own_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(HeaderValue::to_str)) else {
+        return false;
+    };
+    let same = |authority: &str| authority.eq_ignore_ascii_case(host);
+    origin.strip_prefix("https://").is_some_and(same)
+        || (origin.strip_prefix("http://").is_some_and(same) && is_loopback_host(host))
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or(bracketed, |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks credentials when authentication is on, and says whether to answer with the
@@ -422,6 +449,27 @@ mod tests {
 
     fn without(name: &str) -> Vec<(&'static str, &'static str)> {
         GOOD.iter().copied().filter(|(n, _)| *n != name).collect()
+    }
+
+    #[test]
+    fn a_pages_own_origin_counts_over_https_and_on_a_loopback_host() {
+        let own = |origin: &'static str, host: &'static str| {
+            is_unforgeable_own_origin(
+                &HeaderValue::from_static(origin),
+                Some(&HeaderValue::from_static(host)),
+            )
+        };
+        assert!(own("http://localhost:3000", "localhost:3000"));
+        assert!(own("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(own("https://[::1]:443", "[::1]:443"));
+        assert!(own("http://LOCALHOST", "localhost"));
+        assert!(own("https://aimcs.example", "aimcs.example"));
+        // DNS rebinding: a public name pointing at us, over plain HTTP.
+        assert!(!own("http://evil.example:3000", "evil.example:3000"));
+        assert!(!own("https://evil.example", "aimcs.example"));
+        // Another loopback port is another origin.
+        assert!(!own("http://localhost:3001", "localhost:3000"));
+        assert!(!own("null", "localhost"));
     }
 
     #[test]
