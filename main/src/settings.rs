@@ -333,7 +333,7 @@ pub struct HttpConfig {
 pub struct WsConfig {
     /// Largest message a client may send, in bytes.
     pub max_message_bytes: Bytes,
-    /// Initial read buffer per connection, in bytes.
+    /// Bytes one read asks for; an idle connection holds no read buffer.
     pub read_buffer_bytes: Bytes,
     /// Seconds a reply may wait for a client that is not reading before it is dropped.
     pub send_timeout_secs: PositiveSeconds,

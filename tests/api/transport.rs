@@ -118,3 +118,36 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
         "closed after {elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn frames_sent_with_the_handshake_in_one_write_are_all_answered_in_order() {
+    use aimcs_tests::raw_ws::{RawSocket, masked};
+    let app = spawn_app().await;
+    let mut early = masked(1, br#"{"type":"ping"}"#);
+    early.extend(masked(9, b"are you there"));
+    early.extend(masked(1, br#"{"type":"test","message":1}"#));
+
+    let mut socket = RawSocket::connect_sending(app.addr, &early).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let frame = socket.read_frame().await.expect("a frame");
+        seen.push(match frame.opcode {
+            1 => serde_json::from_slice::<serde_json::Value>(&frame.payload).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            10 => format!("pong frame {}", String::from_utf8_lossy(&frame.payload)),
+            other => format!("opcode {other}"),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "connection",
+            "pong",
+            "pong frame are you there",
+            "test_response"
+        ]
+    );
+}

@@ -462,9 +462,14 @@ pub mod raw {
 pub mod raw_ws {
     /// One masked binary frame of `payload`, as a client sends it.
     pub fn masked_binary(payload: &[u8]) -> Vec<u8> {
+        masked(2, payload)
+    }
+
+    /// One masked final frame with `opcode` and a short `payload`.
+    pub fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
         let key = [0x12, 0x34, 0x56, 0x78];
         let mut frame = vec![
-            0x82,
+            0x80 | opcode,
             0x80 | u8::try_from(payload.len()).expect("a short payload"),
         ];
         frame.extend_from_slice(&key);
@@ -503,7 +508,18 @@ pub mod raw_ws {
     impl RawSocket {
         /// Connects to `/ws/audio` and completes the handshake.
         pub async fn connect(addr: SocketAddr) -> Self {
-            Self::handshake(TcpStream::connect(addr).await.expect("the server accepts")).await
+            Self::handshake(
+                TcpStream::connect(addr).await.expect("the server accepts"),
+                &[],
+            )
+            .await
+        }
+
+        /// Connects to `/ws/audio`, sending `early` (frames) in the same write as the
+        /// handshake, as a client that does not wait for the `101` may.
+        pub async fn connect_sending(addr: SocketAddr, early: &[u8]) -> Self {
+            let stream = TcpStream::connect(addr).await.expect("the server accepts");
+            Self::handshake(stream, early).await
         }
 
         /// Connects with a small receive buffer, for a client that stops reading and must make
@@ -513,14 +529,16 @@ pub mod raw_ws {
             socket
                 .set_recv_buffer_size(4_096)
                 .expect("a receive buffer size");
-            Self::handshake(socket.connect(addr).await.expect("the server accepts")).await
+            Self::handshake(socket.connect(addr).await.expect("the server accepts"), &[]).await
         }
 
-        async fn handshake(mut stream: TcpStream) -> Self {
+        async fn handshake(mut stream: TcpStream, early: &[u8]) -> Self {
             let request = "GET /ws/audio HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+            let mut bytes = request.as_bytes().to_vec();
+            bytes.extend_from_slice(early);
             stream
-                .write_all(request.as_bytes())
+                .write_all(&bytes)
                 .await
                 .expect("the handshake is sent");
             let mut pending = Vec::new();

@@ -1,14 +1,17 @@
 //! The WebSocket endpoint `/ws/audio`: the upgrade, the wire format of client frames and
 //! server messages, and the task that drives one connection.
 //!
-//! warp does the routing; the upgrade and the socket are ours, because warp's own WebSocket
-//! filter allocates a 128 KiB read buffer per connection that it does not let us size.
+//! warp does the routing; the upgrade and the protocol are ours: warp's own WebSocket filter
+//! keeps a 128 KiB read buffer per connection, where an idle connection here holds none
+//! (`socket`), and reads frames where they arrived (`codec`).
 
+mod codec;
 mod connection;
 mod echo;
 mod frame;
 mod hub;
 mod reply;
+mod socket;
 mod upgrade;
 
 use std::sync::Arc;
@@ -29,7 +32,8 @@ pub struct WsSettings {
     /// Largest message (and frame) a client may send, in bytes; a larger one closes the
     /// socket with 1009.
     pub max_message_bytes: usize,
-    /// Initial read buffer per connection, in bytes: the main cost of an idle connection.
+    /// Bytes one read of a connection asks for (more when a frame needs more). Only a
+    /// connection with bytes to read holds a read buffer: an idle one holds none.
     pub read_buffer_bytes: usize,
     /// How long a closing connection waits for the peer's close frame before dropping it; on
     /// shutdown, HTTP connections get as long to finish their request.
@@ -58,7 +62,7 @@ impl Default for WsSettings {
     fn default() -> Self {
         Self {
             max_message_bytes: 1024 * 1024,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: socket::DEFAULT_READ_SIZE,
             close_timeout: Duration::from_secs(2),
             send_timeout: Duration::from_secs(30),
             max_connections: 4_096,

@@ -3,12 +3,14 @@
 //! connection's session; then close the connection in the application, which parks or
 //! finishes its session.
 //!
-//! One task per connection with the stream not split: a writer task and channel would cost
-//! memory on every idle connection, and each reply is written before the next frame is read,
-//! which keeps replies in order and lets a slow client, or a slow sink, slow only its own
-//! connection: while a chunk is being stored nothing more is read, so TCP pushes back on the
-//! client instead of audio piling up in memory.
+//! One task per connection with the socket not split: a writer task and channel would cost
+//! memory on every idle connection. Replies are queued in order and written before the task
+//! waits for more from the client (the replies to a burst of messages in one write), which
+//! lets a slow client, or a slow sink, slow only its own connection: while a chunk is being
+//! stored nothing more is read, so TCP pushes back on the client instead of audio piling up in
+//! memory.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,22 +20,23 @@ use aimcs_domain::{
     AudioChunk, AudioMessage, AudioPayload, ClientMessage, Connection, Rejection, ServerMessage,
     SessionEnding, SessionId, Stamped, TokenBucket,
 };
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::codec::ProtocolError;
 use super::hub::Membership;
 use super::reply::{encode, encode_error, encode_going_away, server_kind};
+use super::socket::{Incoming, ReadError, WsSocket};
 use super::{AudioBuffer, WsContext, client_kind, decode};
 use crate::inbound::errors::{ErrorCode, handle_error_code, rejection_code};
 use crate::metrics;
 
-pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+thread_local! {
+    /// Where server messages are written as JSON before they are framed: one per thread
+    /// rather than one per connection, since an idle connection should hold nothing.
+    static ENCODED: RefCell<String> = RefCell::new(String::with_capacity(1024));
+}
 
 /// Close code and reason sent to every client when the service shuts down: 1001, "going away"
 /// (the original sent 1000 with the same reason; clients that reconnect on a close still do).
@@ -48,22 +51,59 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 const RESUME_RETRY: Duration = Duration::from_millis(50);
 
 /// Why the read loop ended.
-enum Ending {
-    /// The client closed or the socket failed; nothing more to send.
+pub(super) enum Ending {
+    /// The socket failed; nothing more to send.
     ClientGone,
+    /// The client sent a close frame; ours, its answer, is queued.
+    ClientClosed,
     /// We must send a close frame with this code and reason.
     Close(u16, String),
 }
 
+impl Ending {
+    /// The close code this side sends, for the metrics.
+    fn code(&self) -> Option<u16> {
+        match self {
+            Self::Close(code, _) => Some(*code),
+            Self::ClientGone | Self::ClientClosed => None,
+        }
+    }
+
+    /// Ends the WebSocket as this ending says: close handshakes are bounded by `timeout`.
+    pub(super) async fn carry_out(self, socket: &mut WsSocket, timeout: Duration) {
+        match self {
+            Self::ClientGone => {}
+            Self::ClientClosed => socket.finish(timeout).await,
+            Self::Close(code, reason) => socket.close(code, &reason, timeout).await,
+        }
+    }
+}
+
+/// What a wait on the connection brought.
+enum Event {
+    Shutdown,
+    Superseded,
+    /// A message, decoded, and when it arrived.
+    Message(ClientMessage, Instant),
+    /// A message over the rate limit, not decoded.
+    OverLimit(Instant),
+    /// A ping or a pong.
+    Control(Instant),
+    Failed(ReadError),
+    /// A ping or the idle timeout may be due.
+    Timer,
+}
+
 /// What one connection task keeps between frames.
 struct Task<'a> {
-    socket: Socket,
+    socket: WsSocket,
     connection: Connection,
     audio: AudioBuffer,
-    out: String,
     context: &'a WsContext,
     /// Present while the connection holds a declared session.
     membership: Option<Membership>,
+    /// The wait for [`Membership::superseded`], made once per membership.
+    superseded: Option<std::pin::Pin<Box<WaitForCancellationFutureOwned>>>,
     liveness: Liveness,
     /// The connection's rate limit, if there is one.
     bucket: Option<TokenBucket>,
@@ -89,7 +129,7 @@ struct Liveness {
 
 /// Runs the connection until it ends, then closes it in the application.
 pub(super) async fn run(
-    socket: Socket,
+    socket: WsSocket,
     connection: Connection,
     greeting: Stamped<ServerMessage>,
     context: WsContext,
@@ -102,9 +142,9 @@ pub(super) async fn run(
         socket,
         connection,
         audio: AudioBuffer::default(),
-        out: String::with_capacity(256),
         context: &context,
         membership: None,
+        superseded: None,
         liveness: Liveness {
             started: Instant::now(),
             last_heard: Instant::now(),
@@ -124,10 +164,8 @@ pub(super) async fn run(
     // A panic while serving (a bug) must not skip closing the connection below: that would
     // leave it counted, its recording open and its file descriptor held.
     let served = std::panic::AssertUnwindSafe(async {
-        match task.send(&greeting).await {
-            Err(ending) => ending,
-            Ok(()) => task.serve().await,
-        }
+        task.send(&greeting);
+        task.serve().await
     })
     .catch_unwind()
     .await;
@@ -163,13 +201,10 @@ pub(super) async fn run(
     if membership.is_some() {
         context.hub.leave(id);
     }
-    metrics::connection_closed(match &ending {
-        Ending::Close(code, _) => Some(*code),
-        Ending::ClientGone => None,
-    });
-    if let Ending::Close(code, reason) = ending {
-        close(&mut socket, code, reason, &context).await;
-    }
+    metrics::connection_closed(ending.code());
+    ending
+        .carry_out(&mut socket, context.settings.close_timeout)
+        .await;
     tracing::info!(
         messages = stats.messages,
         audio_chunks = stats.audio_chunks,
@@ -192,70 +227,81 @@ pub(super) async fn abandon(connection: Connection, context: &WsContext) {
 impl Task<'_> {
     async fn serve(&mut self) -> Ending {
         let max_depth = self.context.settings.max_json_depth;
+        // Waited on by every turn of the loop, so made once: a fresh wait per message would
+        // register with the shutdown token and the timer wheel each time.
+        let shutdown = self.context.shutdown.clone().cancelled_owned();
+        let timer = tokio::time::sleep_until(self.next_check());
+        tokio::pin!(shutdown, timer);
         loop {
-            let superseded = self.membership.as_ref().map(|m| m.superseded.clone());
-            let idle_deadline = self.liveness.last_message + self.context.settings.idle_timeout;
-            let check_at = self.liveness.next_ping.min(idle_deadline);
-            let frame = tokio::select! {
+            if self.socket.wants_flush()
+                && let Err(ending) = self.flush().await
+            {
+                return ending;
+            }
+            let event = tokio::select! {
                 // Shutdown first, so that a flood of frames cannot delay it; frames before
                 // the timer, so that a pong that arrived while a message was being handled is
                 // read before the timer could take its absence for a dead peer.
                 biased;
-                () = self.context.shutdown.cancelled() => return self.going_away().await,
-                () = cancelled(superseded) => return self.superseded().await,
-                frame = self.socket.next() => frame,
-                () = tokio::time::sleep_until(check_at) => match self.check_liveness().await {
-                    Some(ending) => return ending,
-                    None => continue,
+                () = &mut shutdown => Event::Shutdown,
+                () = superseded(&mut self.superseded) => Event::Superseded,
+                read = self.socket.next() => {
+                    let now = Instant::now();
+                    match read {
+                        Ok(Incoming::Control) => Event::Control(now),
+                        // Over the limit, a message is refused unread.
+                        Ok(_) if !self.bucket.as_mut().is_none_or(|bucket| bucket.take(now - self.liveness.started)) => Event::OverLimit(now),
+                        Ok(incoming) => Event::Message(to_message(
+                            incoming,
+                            self.connection.binary_frames_are_audio(),
+                            &mut self.audio,
+                            max_depth,
+                        ), now),
+                        Err(error) => Event::Failed(error),
+                    }
                 },
+                () = &mut timer => Event::Timer,
             };
-            self.liveness.last_heard = Instant::now();
-            let message = match frame {
-                None => return Ending::ClientGone,
-                // tungstenite answers pings and close frames itself; keep reading until the
-                // stream ends so that the close handshake completes. A stream of control
-                // frames alone keeps the timer from firing, so the idle deadline is checked
-                // here too.
-                Some(Ok(
-                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
-                )) => {
+            let idle_deadline = self.liveness.last_message + self.context.settings.idle_timeout;
+            let (message, now) = match event {
+                Event::Shutdown => return self.going_away(),
+                Event::Superseded => return self.superseded(),
+                // The timer is moved only when it fires: it then checks whatever happened
+                // since, and is set for the next ping or the idle deadline, whichever is first.
+                Event::Timer => match self.check_liveness() {
+                    Some(ending) => return ending,
+                    None => {
+                        timer.as_mut().reset(self.next_check());
+                        continue;
+                    }
+                },
+                Event::Failed(error) => return self.ending_for(error),
+                // A stream of control frames alone keeps the timer from firing, so the idle
+                // deadline is checked here too.
+                Event::Control(now) => {
+                    self.liveness.last_heard = now;
                     if self.liveness.last_heard >= idle_deadline
-                        && let Some(ending) = self.check_liveness().await
+                        && let Some(ending) = self.check_liveness()
                     {
                         return ending;
                     }
                     continue;
                 }
-                Some(Err(error)) => return self.ending_for(error).await,
-                Some(Ok(message)) => message,
-            };
-            self.liveness.last_message = self.liveness.last_heard;
-            if let Some(refusal) = self.over_rate_limit() {
-                match refusal {
-                    Ok(reply) => match self.send(&reply).await {
-                        Ok(()) => continue,
+                Event::OverLimit(now) => {
+                    self.liveness.last_heard = now;
+                    self.liveness.last_message = now;
+                    match self.refuse_over_limit() {
+                        Ok(reply) => {
+                            self.send(&reply);
+                            continue;
+                        }
                         Err(ending) => return ending,
-                    },
-                    Err(ending) => return ending,
-                }
-            }
-            let message = match message {
-                Message::Binary(bytes) if self.connection.binary_frames_are_audio() => {
-                    match AudioChunk::new(bytes) {
-                        Ok(chunk) => ClientMessage::BinaryAudio(chunk),
-                        Err(_) => ClientMessage::Invalid(Rejection::InvalidAudio(
-                            "an empty binary frame carries no audio".into(),
-                        )),
                     }
                 }
-                // The original parsed binary frames as JSON too, reading invalid UTF-8 as
-                // U+FFFD, as Node's Buffer-to-string conversion does.
-                Message::Binary(bytes) => {
-                    decode(&String::from_utf8_lossy(&bytes), &mut self.audio, max_depth)
-                }
-                Message::Text(text) => decode(text.as_str(), &mut self.audio, max_depth),
-                _ => continue,
+                Event::Message(message, now) => (message, now),
             };
+            self.liveness.last_heard = now;
+            self.liveness.last_message = now;
             metrics::message_received(client_kind(&message));
             let audio_bytes = match &message {
                 ClientMessage::Audio(AudioMessage {
@@ -278,14 +324,17 @@ impl Task<'_> {
         }
     }
 
-    /// Takes a token for a message; `None` when it may be handled, else the reply refusing it
-    /// or, for a client that keeps going over the limit, the end of the connection.
-    fn over_rate_limit(&mut self) -> Option<Result<Stamped<ServerMessage>, Ending>> {
-        let bucket = self.bucket.as_mut()?;
-        let limit = self.context.settings.rate?;
-        if bucket.take(self.liveness.started.elapsed()) {
-            return None;
-        }
+    /// The reply refusing a message over the rate limit or, for a client that keeps going
+    /// over it, the end of the connection.
+    fn refuse_over_limit(&mut self) -> Result<Stamped<ServerMessage>, Ending> {
+        let limit = self
+            .context
+            .settings
+            .rate
+            .unwrap_or(aimcs_domain::RateLimit {
+                per_second: 0,
+                burst: 0,
+            });
         let now = Instant::now();
         if now.duration_since(self.refused.1) > ABUSE_WINDOW {
             self.refused = (0, now);
@@ -298,38 +347,46 @@ impl Task<'_> {
                 "client stays over its rate limit; closing"
             );
             let code = ErrorCode::RateLimitExceeded;
-            return Some(Err(Ending::Close(
+            return Err(Ending::Close(
                 code.close_code().unwrap_or(1008),
                 "rate limit exceeded".into(),
-            )));
+            ));
         }
         tracing::debug!(
             per_second = limit.per_second,
             "message over the rate limit refused"
         );
         let at = self.context.service.now();
-        Some(Ok(Stamped {
+        Ok(Stamped {
             at,
             value: ServerMessage::Rejected(Rejection::RateLimited(limit.per_second)),
-        }))
+        })
+    }
+
+    /// When the timer should next look at the connection: the next ping or the idle deadline.
+    fn next_check(&self) -> Instant {
+        let idle_deadline = self.liveness.last_message + self.context.settings.idle_timeout;
+        self.liveness.next_ping.min(idle_deadline)
     }
 
     /// Closes a connection whose client sent nothing for the idle timeout or answered no ping;
     /// otherwise pings it when a ping is due.
-    async fn check_liveness(&mut self) -> Option<Ending> {
+    fn check_liveness(&mut self) -> Option<Ending> {
         let now = Instant::now();
         let settings = self.context.settings;
+        // A connection that went quiet gives back the memory its audio took.
+        if now.duration_since(self.liveness.last_message) >= settings.ping_interval {
+            self.audio = AudioBuffer::default();
+        }
         if now >= self.liveness.last_message + settings.idle_timeout {
             tracing::info!(
                 idle_secs = settings.idle_timeout.as_secs(),
                 "idle connection; closing"
             );
-            let _ = self
-                .send_error(
-                    ErrorCode::IdleTimeout,
-                    "no message for the idle timeout; closing",
-                )
-                .await;
+            self.send_error(
+                ErrorCode::IdleTimeout,
+                "no message for the idle timeout; closing",
+            );
             return Some(Ending::Close(
                 ErrorCode::IdleTimeout.close_code().unwrap_or(1000),
                 "idle timeout".into(),
@@ -352,31 +409,22 @@ impl Task<'_> {
         }
         self.liveness.ping_sent = Some(now);
         self.liveness.next_ping = now + settings.ping_interval;
-        // Bounded by the close timeout, not the send timeout: a ping does not wait, unlike a
-        // reply, and a client that cannot take one must not hold shutdown or a resume.
-        match tokio::time::timeout(
-            settings.close_timeout,
-            self.socket.send(Message::Ping(Default::default())),
-        )
-        .await
-        {
-            Ok(Ok(())) => None,
-            _ => Some(Ending::ClientGone),
-        }
+        self.socket.send_ping();
+        None
     }
 
     /// The service is shutting down: tell the client, with what it needs to carry on
     /// elsewhere, then close with 1001.
-    async fn going_away(&mut self) -> Ending {
-        self.out.clear();
+    /// (The close that follows writes the notice, bounded by the close timeout.)
+    fn going_away(&mut self) -> Ending {
         let session = self
             .connection
             .session()
             .filter(|s| s.is_declared())
             .map(|s| (s.id(), s.last_seq()));
-        encode_going_away(session, self.context.service.now(), &mut self.out);
-        let notice = self.socket.send(Message::text(self.out.as_str()));
-        let _ = tokio::time::timeout(self.context.settings.close_timeout, notice).await;
+        let at = self.context.service.now();
+        self.queue(|out| encode_going_away(session, at, out));
+        metrics::message_sent("going_away");
         Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned())
     }
 
@@ -418,14 +466,15 @@ impl Task<'_> {
                 }
                 self.join_hub_if_holding();
                 self.log_session();
-                self.send(&reply).await
+                self.send(&reply);
             }
             Err(error) => {
                 let code = handle_error_code(&error);
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), code = code.as_str(), "client message failed");
-                self.send_error(code, &error.to_string()).await
+                self.send_error(code, &error.to_string());
             }
         }
+        Ok(())
     }
 
     /// Puts the session's id on the connection's span (and so on every later log line) when
@@ -447,17 +496,23 @@ impl Task<'_> {
             .session()
             .is_some_and(|session| session.is_declared());
         match (&self.membership, holding) {
-            (None, true) => self.membership = Some(self.context.hub.join(self.connection.id())),
+            (None, true) => {
+                let membership = self.context.hub.join(self.connection.id());
+                self.superseded = Some(Box::pin(membership.superseded.clone().cancelled_owned()));
+                self.membership = Some(membership);
+            }
             (Some(_), false) => {
                 self.context.hub.leave(self.connection.id());
                 self.membership = None;
+                self.superseded = None;
             }
             _ => {}
         }
     }
 
-    /// A resume elsewhere took the session: say so, then close.
-    async fn superseded(&mut self) -> Ending {
+    /// A resume elsewhere took the session: say so, then close (bounded, like every close: a
+    /// client that stopped reading gets the close code only).
+    fn superseded(&mut self) -> Ending {
         let session = self
             .connection
             .session()
@@ -468,21 +523,15 @@ impl Task<'_> {
             "session resumed on another connection; closing"
         );
         let detail = format!("session {session} was resumed on another connection");
-        // Best effort and bounded: a client that stopped reading gets the close code only.
-        self.out.clear();
-        encode_error(
-            ErrorCode::Superseded,
-            &detail,
-            self.context.service.now(),
-            &mut self.out,
-        );
-        let notice = self.socket.send(Message::text(self.out.as_str()));
-        let _ = tokio::time::timeout(self.context.settings.close_timeout, notice).await;
+        self.send_error(ErrorCode::Superseded, &detail);
         superseded_ending()
     }
 
     /// What a read error means for the connection.
-    async fn ending_for(&mut self, error: WsError) -> Ending {
+    fn ending_for(&mut self, error: ReadError) -> Ending {
+        if matches!(error, ReadError::Closed(_)) {
+            return Ending::ClientClosed;
+        }
         let Some((code, detail)) = classify(error) else {
             return Ending::ClientGone;
         };
@@ -490,39 +539,51 @@ impl Task<'_> {
         // A client that can still parse messages learns why before the close frame says how; a
         // protocol violation means the stream can no longer carry one.
         if code != ErrorCode::ProtocolViolation {
-            let _ = self.send_error(code, &detail).await;
+            self.send_error(code, &detail);
         }
         Ending::Close(code.close_code().unwrap_or(1011), close_reason(detail))
     }
 
-    async fn send(&mut self, message: &Stamped<ServerMessage>) -> Result<(), Ending> {
-        self.out.clear();
-        encode(message, &self.context.settings, &mut self.out);
-        self.send_out().await?;
+    /// Queues a server message.
+    fn send(&mut self, message: &Stamped<ServerMessage>) {
+        let settings = &self.context.settings;
+        self.queue(|out| encode(message, settings, out));
         metrics::message_sent(server_kind(&message.value));
         self.acknowledged = matches!(message.value, ServerMessage::AudioReceived { .. });
-        Ok(())
     }
 
-    async fn send_error(&mut self, code: ErrorCode, detail: &str) -> Result<(), Ending> {
-        self.out.clear();
-        encode_error(code, detail, self.context.service.now(), &mut self.out);
-        self.send_out().await?;
+    /// Queues an `error` message.
+    fn send_error(&mut self, code: ErrorCode, detail: &str) {
+        let at = self.context.service.now();
+        self.queue(|out| encode_error(code, detail, at, out));
         metrics::message_sent("error");
-        Ok(())
     }
 
-    /// Sends what is in `out`. A client that stops reading fills its socket's buffer and the
-    /// send waits; it never waits past the send timeout, and shutdown or a resume elsewhere
+    /// Queues the text `write` produces.
+    fn queue(&mut self, write: impl FnOnce(&mut String)) {
+        ENCODED.with_borrow_mut(|text| {
+            text.clear();
+            write(text);
+            self.socket.send_text(text);
+        });
+    }
+
+    /// Writes what is queued. A client that stops reading fills its socket's buffer and the
+    /// write waits; it never waits past the send timeout, and shutdown or a resume elsewhere
     /// interrupt it, so a stuck client cannot hold its session or the service's exit.
-    async fn send_out(&mut self) -> Result<(), Ending> {
+    async fn flush(&mut self) -> Result<(), Ending> {
+        match self.socket.try_flush() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(_) => return Err(Ending::ClientGone),
+        }
         let superseded = self.membership.as_ref().map(|m| m.superseded.clone());
         let shutdown = self.context.shutdown.clone();
         let (timeout, close_timeout) = (
             self.context.settings.send_timeout,
             self.context.settings.close_timeout,
         );
-        // Shutdown only interrupts a send that is stuck: a reply that can go (the ack of a
+        // Shutdown only interrupts a write that is stuck: a reply that can go (the ack of a
         // chunk stored as shutdown began) must reach its client.
         let stuck_at_shutdown = async {
             shutdown.cancelled().await;
@@ -530,7 +591,7 @@ impl Task<'_> {
         };
         tokio::select! {
             biased;
-            sent = tokio::time::timeout(timeout, self.socket.send(Message::text(self.out.as_str()))) => match sent {
+            sent = tokio::time::timeout(timeout, self.socket.flush()) => match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(Ending::ClientGone),
                 Err(_) => {
@@ -547,33 +608,51 @@ impl Task<'_> {
     }
 }
 
-/// What a read error means: the error to report and close with, or `None` when the client is
-/// simply gone.
-pub(super) fn classify(error: WsError) -> Option<(ErrorCode, String)> {
+/// The message a frame holds. A binary frame of a connection speaking sessions is raw audio;
+/// otherwise a frame is JSON (binary ones too, as the original read them).
+fn to_message(
+    incoming: Incoming<'_>,
+    binary_is_audio: bool,
+    audio: &mut AudioBuffer,
+    max_depth: usize,
+) -> ClientMessage {
+    match incoming {
+        Incoming::Binary(bytes) if binary_is_audio => {
+            match AudioChunk::new(Bytes::copy_from_slice(bytes)) {
+                Ok(chunk) => ClientMessage::BinaryAudio(chunk),
+                Err(_) => ClientMessage::Invalid(Rejection::InvalidAudio(
+                    "an empty binary frame carries no audio".into(),
+                )),
+            }
+        }
+        // The original parsed binary frames as JSON too, reading invalid UTF-8 as U+FFFD, as
+        // Node's Buffer-to-string conversion does.
+        Incoming::Binary(bytes) => decode(&String::from_utf8_lossy(bytes), audio, max_depth),
+        Incoming::Text(text) => decode(text, audio, max_depth),
+        Incoming::Control => ClientMessage::Invalid(Rejection::MalformedMessage(
+            "a control frame is not a message".into(),
+        )),
+    }
+}
+
+/// What a read error means: the error to report and close with, or `None` when the client
+/// closed or is simply gone.
+pub(super) fn classify(error: ReadError) -> Option<(ErrorCode, String)> {
     let classified = match error {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
-            ErrorCode::MessageTooBig,
-            format!(
-                "message of at least {size} bytes is larger than the limit of {max_size} bytes"
-            ),
-        ),
-        WsError::Utf8(_) => (
-            ErrorCode::InvalidUtf8,
-            "text frame is not valid UTF-8".to_owned(),
-        ),
-        WsError::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
-        )
-        | WsError::ConnectionClosed
-        | WsError::AlreadyClosed
-        | WsError::Io(_) => {
+        ReadError::Closed(_) => return None,
+        ReadError::Protocol(error @ ProtocolError::TooBig { .. }) => {
+            (ErrorCode::MessageTooBig, error.to_string())
+        }
+        ReadError::Protocol(error @ ProtocolError::InvalidUtf8(_)) => {
+            (ErrorCode::InvalidUtf8, error.to_string())
+        }
+        ReadError::Protocol(error @ ProtocolError::Violation(_)) => {
+            (ErrorCode::ProtocolViolation, error.to_string())
+        }
+        ReadError::Io(error) => {
             tracing::debug!(error = %error, "websocket ended without a close handshake");
             return None;
         }
-        WsError::Protocol(violation) => (ErrorCode::ProtocolViolation, violation.to_string()),
-        error => (ErrorCode::Internal, error.to_string()),
     };
     Some(classified)
 }
@@ -592,30 +671,18 @@ fn superseded_ending() -> Ending {
     )
 }
 
+/// Completes when the connection is superseded; never, for one that holds no session.
+async fn superseded(wait: &mut Option<std::pin::Pin<Box<WaitForCancellationFutureOwned>>>) {
+    match wait {
+        Some(wait) => wait.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Completes when `token` is cancelled; never, without one.
 async fn cancelled(token: Option<tokio_util::sync::CancellationToken>) {
     match token {
         Some(token) => token.cancelled().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Sends a close frame and waits (bounded) for the client's, so that the close handshake
-/// completes and the client sees our code rather than a dropped connection.
-pub(super) async fn close(socket: &mut Socket, code: u16, reason: String, context: &WsContext) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    // Bounded: a client that stopped reading cannot take even the close frame.
-    match tokio::time::timeout(context.settings.close_timeout, socket.close(Some(frame))).await {
-        Ok(Ok(())) => {}
-        _ => return,
-    }
-    let drained = tokio::time::timeout(context.settings.close_timeout, async {
-        while let Some(Ok(_)) = socket.next().await {}
-    });
-    if drained.await.is_err() {
-        tracing::debug!("client did not answer the close frame in time");
     }
 }

@@ -5,46 +5,62 @@
 //! messages are not JSON, and the cases send bursts on purpose. Off by default, and refused by
 //! the settings in production.
 
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio_tungstenite::tungstenite::Message;
-
 use super::WsContext;
-use super::connection::{SHUTDOWN_CLOSE, Socket, classify, close, close_reason};
+use super::connection::{Ending, SHUTDOWN_CLOSE, classify, close_reason};
+use super::socket::{Incoming, ReadError, WsSocket};
 use crate::inbound::errors::ErrorCode;
 
 /// Echoes until the client closes, the connection fails, idles out, or the service stops.
-pub(super) async fn run(mut socket: Socket, context: WsContext) {
+pub(super) async fn run(mut socket: WsSocket, context: WsContext) {
+    let ending = echo(&mut socket, &context).await;
+    ending
+        .carry_out(&mut socket, context.settings.close_timeout)
+        .await;
+}
+
+async fn echo(socket: &mut WsSocket, context: &WsContext) -> Ending {
     let settings = context.settings;
     loop {
-        let frame = tokio::select! {
+        if socket.wants_flush() {
+            match tokio::time::timeout(settings.send_timeout, socket.flush()).await {
+                Ok(Ok(())) => {}
+                _ => return Ending::ClientGone,
+            }
+        }
+        let read = tokio::select! {
             biased;
             () = context.shutdown.cancelled() => {
-                close(&mut socket, SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.into(), &context).await;
-                return;
+                return Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.into());
             }
-            frame = tokio::time::timeout(settings.idle_timeout, socket.next()) => frame,
+            read = tokio::time::timeout(settings.idle_timeout, socket.next()) => read,
         };
-        let message = match frame {
+        let echoed = match read {
             Err(_) => {
                 let code = ErrorCode::IdleTimeout.close_code().unwrap_or(1000);
-                close(&mut socket, code, "idle timeout".into(), &context).await;
-                return;
+                return Ending::Close(code, "idle timeout".into());
             }
-            Ok(None) => return,
-            Ok(Some(Err(error))) => {
-                if let Some((code, detail)) = classify(error) {
-                    let code = code.close_code().unwrap_or(1011);
-                    close(&mut socket, code, close_reason(detail), &context).await;
-                }
-                return;
+            Ok(Err(ReadError::Closed(_))) => return Ending::ClientClosed,
+            Ok(Err(error)) => {
+                return match classify(error) {
+                    Some((code, detail)) => {
+                        Ending::Close(code.close_code().unwrap_or(1011), close_reason(detail))
+                    }
+                    None => Ending::ClientGone,
+                };
             }
-            Ok(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => message,
-            // tungstenite answers pings and close frames itself.
-            Ok(Some(Ok(_))) => continue,
+            Ok(Ok(Incoming::Control)) => continue,
+            Ok(Ok(Incoming::Text(text))) => Echo::Text(text.to_owned()),
+            Ok(Ok(Incoming::Binary(bytes))) => Echo::Binary(bytes.to_vec()),
         };
-        match tokio::time::timeout(settings.send_timeout, socket.send(message)).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        match echoed {
+            Echo::Text(text) => socket.send_text(&text),
+            Echo::Binary(bytes) => socket.send_binary(&bytes),
         }
     }
+}
+
+/// A message to send back, copied out of the read buffer it arrived in.
+enum Echo {
+    Text(String),
+    Binary(Vec<u8>),
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use aimcs_domain::{AudioChunk, AudioMessage, AudioPayload, ClientMessage, ClientValue, Rejection};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -106,6 +106,14 @@ pub(crate) fn client_kind(message: &ClientMessage) -> &'static str {
 /// [`ClientMessage::Undecodable`], which has its own reply, and one that nests JSON deeper than
 /// `max_depth` is refused before it is parsed.
 pub(crate) fn decode(frame: &str, audio: &mut AudioBuffer, max_depth: usize) -> ClientMessage {
+    match decode_audio_as_sent(frame, max_depth) {
+        Some(message) => message,
+        None => decode_any(frame, audio, max_depth),
+    }
+}
+
+/// [`decode`] for any frame, through the JSON parser.
+fn decode_any(frame: &str, audio: &mut AudioBuffer, max_depth: usize) -> ClientMessage {
     if nests_deeper_than(frame.as_bytes(), max_depth) {
         return ClientMessage::Invalid(Rejection::JsonTooDeep(max_depth));
     }
@@ -115,6 +123,62 @@ pub(crate) fn decode(frame: &str, audio: &mut AudioBuffer, max_depth: usize) -> 
             reason: error.to_string(),
         },
     }
+}
+
+/// What every audio message of the original front end looks like: `JSON.stringify` of
+/// `{type: "audio", data, ...}`.
+const AUDIO_PREFIX: &str = r#"{"type":"audio","data":""#;
+
+/// Reads an audio message that starts the way browsers write one, without the JSON parser
+/// going over its base64: scanning that string took a third of the service's own time per
+/// message. The base64 is found with a SIMD search for its closing quote and decoded with
+/// SIMD, which also proves it a plain JSON string (every byte in the alphabet); the other
+/// fields are parsed as the small object they make on their own. `None` whenever the frame is
+/// anything else (a repeated `type` or `data`, an escape, data that is not canonical base64,
+/// JSON that does not parse), which the general decoder then reads as it always has: this
+/// gives the same message for every frame it takes.
+fn decode_audio_as_sent(frame: &str, max_depth: usize) -> Option<ClientMessage> {
+    let rest = frame.strip_prefix(AUDIO_PREFIX)?;
+    let end = memchr::memchr2(b'"', b'\\', rest.as_bytes())?;
+    if rest.as_bytes()[end] != b'"' {
+        return None;
+    }
+    let (data, tail) = (&rest[..end], &rest[end + 1..]);
+    let others = match tail.strip_prefix(',') {
+        // A comma must be followed by a field, not by the end of the object.
+        Some(fields) if fields.trim_start().starts_with('}') => return None,
+        Some(fields) => fields,
+        None if tail.starts_with('}') => tail,
+        None => return None,
+    };
+    let mut object = String::with_capacity(others.len() + 1);
+    object.push('{');
+    object.push_str(others);
+    if nests_deeper_than(object.as_bytes(), max_depth) {
+        return None;
+    }
+    let fields = WsClientFrame::parse(&object).ok()?;
+    if fields.kind.is_some() || fields.data.is_some() {
+        return None;
+    }
+    let bytes = if data.is_empty() {
+        None
+    } else {
+        Some(decode_canonical(data)?)
+    };
+    let seq = match session::seq(fields.seq) {
+        Ok(seq) => seq,
+        Err(rejection) => return Some(ClientMessage::Invalid(rejection)),
+    };
+    let payload = match bytes.map(AudioChunk::new) {
+        Some(Ok(chunk)) => AudioPayload::Chunk(chunk),
+        _ => AudioPayload::Empty,
+    };
+    Some(ClientMessage::Audio(AudioMessage {
+        encoded_size: data.len(),
+        payload,
+        seq,
+    }))
 }
 
 impl<'a> WsClientFrame<'a> {
@@ -204,6 +268,12 @@ impl AudioBuffer {
     }
 
     fn decode_base64(&mut self, text: &str) -> AudioPayload {
+        if let Some(bytes) = decode_canonical(text) {
+            return match AudioChunk::new(bytes) {
+                Ok(chunk) => AudioPayload::Chunk(chunk),
+                Err(_) => AudioPayload::Empty,
+            };
+        }
         let decoded = match self.decode_with(&BASE64, text) {
             // Only a text that uses the URL-safe alphabet is worth a second pass.
             Err(_) if text.contains(['-', '_']) => self.decode_with(&BASE64_URL, text),
@@ -233,6 +303,18 @@ impl AudioBuffer {
             .resize(base64::decoded_len_estimate(text.len()), 0);
         engine.decode_slice(text.as_bytes(), &mut self.bytes[..])
     }
+}
+
+/// Decodes padded standard base64, what browsers send, with SIMD and into fresh memory (no
+/// buffer to zero first): the base64 crate's decoder took half the service's own time per
+/// audio message. `None` for anything else (no padding, the URL-safe alphabet, an error),
+/// which the lenient decoder then reads, and explains when it cannot: both give the same
+/// bytes for what both accept.
+fn decode_canonical(text: &str) -> Option<Bytes> {
+    base64_simd::STANDARD
+        .decode_to_vec(text.as_bytes())
+        .ok()
+        .map(Bytes::from)
 }
 
 fn describe_base64_error(text: &str, error: &base64::DecodeSliceError) -> String {

@@ -13,14 +13,11 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument as _;
 use warp::reply::Response;
 
 use super::WsContext;
+use super::socket::{Io, WsSocket};
 use super::{connection, echo};
 use crate::inbound::auth::{self, AuthError, Authenticator};
 use crate::inbound::errors::{ErrorCode, auth_error_code, open_error_code};
@@ -102,23 +99,16 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
         Err(refusal) => return refusal,
     };
 
-    let config = WebSocketConfig::default()
-        .read_buffer_size(context.settings.read_buffer_bytes)
-        // Replies are small and each is flushed at once; a large write buffer would only be
-        // memory held per connection.
-        .write_buffer_size(0)
-        .max_message_size(Some(context.settings.max_message_bytes))
-        .max_frame_size(Some(context.settings.max_message_bytes));
+    let (max_message, read_size) = (
+        context.settings.max_message_bytes,
+        context.settings.read_buffer_bytes,
+    );
     let socket = async move {
         match on_upgrade.await {
-            Ok(upgraded) => Some(
-                WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await,
-            ),
+            Ok(upgraded) => {
+                let (io, early) = Io::from_upgraded(upgraded);
+                Some(WsSocket::new(io, &early, max_message, read_size))
+            }
             Err(error) => {
                 tracing::warn!(error = %error, "websocket upgrade did not complete");
                 None
@@ -399,6 +389,18 @@ fn check_handshake(request: &UpgradeRequest) -> Result<HeaderValue, Response> {
     }
     HeaderValue::from_str(&derive_accept_key(key))
         .map_err(|_| response::error(ErrorCode::BadHandshake, "Sec-WebSocket-Key is not usable"))
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 section 4.2.2): the base64 of the SHA-1 of the
+/// key and the protocol's GUID.
+fn derive_accept_key(key: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(key);
+    sha1.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
 }
 
 /// Whether a comma-separated header holds `token`, ignoring case and spaces.

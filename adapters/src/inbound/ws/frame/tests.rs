@@ -292,9 +292,10 @@ fn nesting_up_to_the_limit_is_fine() {
 }
 
 #[test]
-fn the_audio_buffer_is_reused_once_a_chunk_has_been_dropped() {
+fn the_lenient_decoders_buffer_is_reused_once_a_chunk_has_been_dropped() {
+    // Unpadded, so not for the SIMD decoder, which decodes into fresh memory.
     let mut buffer = AudioBuffer::default();
-    let frame = format!(r#"{{"type":"audio","data":"{}"}}"#, "AAAA".repeat(1_000));
+    let frame = format!(r#"{{"type":"audio","data":"{}AA"}}"#, "AAAA".repeat(1_000));
     let mut chunk_address = || match decode_frame(&frame, &mut buffer, DEPTH) {
         ClientMessage::Audio(AudioMessage {
             payload: AudioPayload::Chunk(chunk),
@@ -471,4 +472,115 @@ fn invalid_base64_whose_offset_falls_inside_a_character_names_the_byte() {
             "audio data is not valid base64: unexpected character 0x9c at offset 4".into()
         )
     );
+}
+
+#[test]
+fn the_simd_decoder_gives_the_lenient_decoders_bytes_for_everything_it_accepts() {
+    // Deterministic pseudo-random texts over the alphabet, padding and a few strangers,
+    // including every trailing-bit pattern: whatever the fast path takes, the lenient
+    // decoder (the contract) must read the same way.
+    const SYMBOLS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ *";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut accepted = 0;
+    for _ in 0..20_000 {
+        let len = (next() % 24) as usize;
+        let text: String = (0..len)
+            .map(|_| {
+                // Mostly alphabet, so that many texts are valid.
+                let pick = next() % 100;
+                let index = if pick < 90 {
+                    next() % 64
+                } else {
+                    next() % SYMBOLS.len() as u64
+                };
+                SYMBOLS[index as usize] as char
+            })
+            .collect();
+        let Some(fast_bytes) = super::decode_canonical(&text) else {
+            continue;
+        };
+        accepted += 1;
+        let mut lenient = AudioBuffer::default();
+        let len = lenient
+            .decode_with(&super::BASE64, &text)
+            .unwrap_or_else(|e| panic!("{text:?}: accepted by SIMD, refused by lenient: {e}"));
+        assert_eq!(fast_bytes, &lenient.bytes[..len], "{text:?}");
+    }
+    assert!(accepted > 1_000, "only {accepted} texts were valid");
+}
+
+#[test]
+fn padded_standard_base64_of_every_length_decodes_through_either_path_alike() {
+    use base64::Engine as _;
+    for len in 0..100 {
+        let audio: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+        let text = base64::engine::general_purpose::STANDARD.encode(&audio);
+        let decoded = super::decode_canonical(&text).expect("canonical base64");
+        assert_eq!(&decoded[..], &audio[..], "length {len}");
+    }
+}
+
+#[test]
+fn audio_as_browsers_send_it_takes_the_fast_path_and_reads_as_the_parser_reads_it() {
+    let datas = [
+        "AQID",
+        "",
+        "AQIDBA==",
+        "A*ID",
+        "AQI",
+        "AQ\\u0049D",
+        "AQ\u{1}D",
+        "-_-_",
+    ];
+    let tails = [
+        r#"}"#,
+        r#"} "#,
+        r#"}x"#,
+        r#","timestamp":"2026-12-07T16:20:47.755Z"}"#,
+        r#","seq":5}"#,
+        r#","seq":-1}"#,
+        r#","seq":"5"}"#,
+        r#","seq":1.5}"#,
+        r#","seq":9007199254740992}"#,
+        r#","type":"test"}"#,
+        r#","data":"AAAA"}"#,
+        r#","}"#,
+        r#",,"seq":1}"#,
+        r#","meta":{"a":[1,2,{"b":null}]}}"#,
+        r#","timestamp":"2026-12-07T16:20:47.755Z","seq":3 }"#,
+        r#", "seq" : 3}"#,
+        r#""#,
+        r#","seq":3"#,
+    ];
+    let deep = format!(r#","x":{}{}}}"#, "[".repeat(40), "]".repeat(40));
+    let mut fast = 0;
+    for data in datas {
+        for tail in tails.iter().copied().chain([deep.as_str()]) {
+            let frame = format!(r#"{{"type":"audio","data":"{data}"{tail}"#);
+            let general = super::decode_any(&frame, &mut AudioBuffer::default(), DEPTH);
+            if let Some(message) = super::decode_audio_as_sent(&frame, DEPTH) {
+                fast += 1;
+                assert_eq!(message, general, "{frame}");
+            }
+            assert_eq!(decode(&frame), general, "{frame}");
+        }
+    }
+    // The common shapes do take it: valid data with the timestamp, a seq, or nothing else.
+    assert!(fast >= 3 * 8, "only {fast} frames took the fast path");
+    for frame in [
+        r#"{"type":"audio","data":"AQID","timestamp":"2026-12-07T16:20:47.755Z"}"#,
+        r#"{"type":"audio","data":"AQIDBA==","seq":7}"#,
+        r#"{"type":"audio","data":""}"#,
+    ] {
+        assert!(
+            super::decode_audio_as_sent(frame, DEPTH).is_some(),
+            "{frame}"
+        );
+    }
 }
