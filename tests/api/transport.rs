@@ -151,3 +151,55 @@ async fn frames_sent_with_the_handshake_in_one_write_are_all_answered_in_order()
         ]
     );
 }
+
+/// Large messages in small fragments, several connections at once, keep a reading task busy
+/// for many reads in a row; it must still yield to the scheduler (tokio's cooperative budget),
+/// or it spins on a worker thread forever and takes the service down with it (Autobahn 9.3 and
+/// 9.4 found this). Driven from its own thread and runtime, so that a spinning service fails
+/// the test instead of hanging it.
+#[test]
+fn large_fragmented_messages_on_several_connections_are_echoed_and_the_service_stays_up() {
+    use aimcs_tests::raw_ws::{RawSocket, masked_fragment};
+    const CLIENTS: usize = 4;
+    const MESSAGE_BYTES: usize = 4 << 20;
+    const FRAGMENT_BYTES: usize = 100;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let app = spawn_app_with(|settings| {
+                settings.ws.echo_endpoint = true;
+                settings.ws.max_message_bytes = (16_u64 << 20).try_into().unwrap();
+            })
+            .await;
+            let echoes = (0..CLIENTS).map(|client| {
+                let app = &app;
+                async move {
+                    let message: Vec<u8> =
+                        (0..MESSAGE_BYTES).map(|i| (i * 7 + client) as u8).collect();
+                    let fragments = message.chunks(FRAGMENT_BYTES).count();
+                    let mut frames = Vec::with_capacity(message.len() * 11 / 10);
+                    for (i, fragment) in message.chunks(FRAGMENT_BYTES).enumerate() {
+                        let opcode = if i == 0 { 2 } else { 0 };
+                        frames.extend(masked_fragment(i + 1 == fragments, opcode, fragment));
+                    }
+                    let mut socket = RawSocket::connect_path(app.addr, "/ws/echo").await;
+                    socket.send_raw(&frames).await;
+                    let echo = socket.read_frame().await.expect("an echo");
+                    assert_eq!(echo.opcode, 2, "client {client}: a binary echo");
+                    assert!(echo.payload == message, "client {client}: echo differs");
+                }
+            });
+            futures_util::future::join_all(echoes).await;
+            assert_eq!(app.get("/health").await.status(), 200);
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the echoes came back within 60 s, and without a panic");
+}

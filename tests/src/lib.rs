@@ -465,16 +465,57 @@ pub mod raw_ws {
         masked(2, payload)
     }
 
-    /// One masked final frame with `opcode` and a short `payload`.
+    /// One masked final frame with `opcode` and `payload`.
     pub fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let key = [0x12, 0x34, 0x56, 0x78];
-        let mut frame = vec![
-            0x80 | opcode,
-            0x80 | u8::try_from(payload.len()).expect("a short payload"),
-        ];
-        frame.extend_from_slice(&key);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        masked_fragment(true, opcode, payload)
+    }
+
+    /// One masked frame with `opcode` and `payload`, the last of its message if `fin`.
+    pub fn masked_fragment(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        encode(fin, opcode, payload, Some([0x12, 0x34, 0x56, 0x78]))
+    }
+
+    /// A frame with `payload` masked with `key`, or unmasked (which only a server may send).
+    fn encode(fin: bool, opcode: u8, payload: &[u8], key: Option<[u8; 4]>) -> Vec<u8> {
+        let mut frame = vec![u8::from(fin) << 7 | opcode];
+        let mask_bit = if key.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            len @ 0..=125 => frame.push(mask_bit | len as u8),
+            len @ 126..=65535 => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(mask_bit | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        match key {
+            Some(key) => {
+                frame.extend_from_slice(&key);
+                frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+            }
+            None => frame.extend_from_slice(payload),
+        }
         frame
+    }
+
+    /// The opcode, header length and payload length of the unmasked frame starting `bytes`,
+    /// once its header is complete.
+    pub fn head(bytes: &[u8]) -> Option<(u8, usize, usize)> {
+        let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+        let (len, header) = match second & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+                4,
+            ),
+            127 => (
+                usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok()?,
+                10,
+            ),
+            len => (usize::from(len), 2),
+        };
+        Some((first & 0x0f, header, len))
     }
 
     use std::net::SocketAddr;
@@ -532,9 +573,22 @@ pub mod raw_ws {
             Self::handshake(socket.connect(addr).await.expect("the server accepts"), &[]).await
         }
 
-        async fn handshake(mut stream: TcpStream, early: &[u8]) -> Self {
-            let request = "GET /ws/audio HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        /// Connects to `path` (another WebSocket endpoint, such as `/ws/echo`) and completes
+        /// the handshake.
+        pub async fn connect_path(addr: SocketAddr, path: &str) -> Self {
+            let stream = TcpStream::connect(addr).await.expect("the server accepts");
+            Self::handshake_on(stream, path, &[]).await
+        }
+
+        async fn handshake(stream: TcpStream, early: &[u8]) -> Self {
+            Self::handshake_on(stream, "/ws/audio", early).await
+        }
+
+        async fn handshake_on(mut stream: TcpStream, path: &str, early: &[u8]) -> Self {
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
             let mut bytes = request.as_bytes().to_vec();
             bytes.extend_from_slice(early);
             stream
@@ -566,26 +620,11 @@ pub mod raw_ws {
         /// Sends one final frame with `opcode` and `payload`, masked as a client must unless
         /// `masked` is false.
         pub async fn send_frame(&mut self, opcode: u8, payload: &[u8], masked: bool) {
-            let mut frame = vec![0x80 | opcode];
-            let mask_bit = if masked { 0x80 } else { 0 };
-            match payload.len() {
-                len @ 0..=125 => frame.push(mask_bit | len as u8),
-                len @ 126..=65535 => {
-                    frame.push(mask_bit | 126);
-                    frame.extend_from_slice(&(len as u16).to_be_bytes());
-                }
-                len => {
-                    frame.push(mask_bit | 127);
-                    frame.extend_from_slice(&(len as u64).to_be_bytes());
-                }
-            }
-            if masked {
-                let key = [0x12, 0x34, 0x56, 0x78];
-                frame.extend_from_slice(&key);
-                frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+            let frame = if masked {
+                masked_fragment(true, opcode, payload)
             } else {
-                frame.extend_from_slice(payload);
-            }
+                encode(true, opcode, payload, None)
+            };
             self.stream
                 .write_all(&frame)
                 .await
@@ -615,6 +654,14 @@ pub mod raw_ws {
                     return serde_json::from_slice(&frame.payload).expect("a JSON reply");
                 }
             }
+        }
+
+        /// Sends `bytes` as they are: frames built by the caller.
+        pub async fn send_raw(&mut self, bytes: &[u8]) {
+            self.stream
+                .write_all(bytes)
+                .await
+                .expect("the bytes are sent");
         }
 
         /// Splits off the writing half, for a client that writes without reading.
@@ -655,26 +702,9 @@ pub mod raw_ws {
 
     /// An unmasked server frame at the start of `bytes`, and how many bytes it took.
     fn parse(bytes: &[u8]) -> Option<(Frame, usize)> {
-        let (&first, &second) = (bytes.first()?, bytes.get(1)?);
-        let (len, header) = match second & 0x7f {
-            126 => (
-                usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
-                4,
-            ),
-            127 => (
-                usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok()?,
-                10,
-            ),
-            len => (usize::from(len), 2),
-        };
+        let (opcode, header, len) = head(bytes)?;
         let payload = bytes.get(header..header + len)?.to_vec();
-        Some((
-            Frame {
-                opcode: first & 0x0f,
-                payload,
-            },
-            header + len,
-        ))
+        Some((Frame { opcode, payload }, header + len))
     }
 }
 

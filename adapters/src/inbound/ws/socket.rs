@@ -13,7 +13,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -193,18 +193,10 @@ impl WsSocket {
         while self.input.len() < need {
             let want = (need - self.input.len()).max(self.read_size);
             let read = match &mut self.io {
-                Io::Tcp(tcp) => loop {
-                    tcp.readable().await?;
-                    self.input.reserve(want);
-                    // Through `poll_read` rather than `try_read`: after a short read it forgets
-                    // the readiness, which saves the next wait a `read` that would only find
-                    // nothing.
-                    match read_ready(tcp, &mut self.input) {
-                        Poll::Ready(read) => break read?,
-                        Poll::Pending if self.input.is_empty() => self.input = Vec::new(),
-                        Poll::Pending => {}
-                    }
-                },
+                Io::Tcp(tcp) => {
+                    let input = &mut self.input;
+                    std::future::poll_fn(|context| read_ready(tcp, context, input, want)).await?
+                }
                 Io::Other(stream) => {
                     self.input.reserve(want);
                     stream.read_buf(&mut self.input).await?
@@ -349,11 +341,28 @@ impl WsSocket {
     }
 }
 
-/// Reads what `tcp` has into the spare capacity of `input`, without waiting: `Pending` when
-/// the readiness turned out to be stale.
-fn read_ready(tcp: &mut TcpStream, input: &mut Vec<u8>) -> Poll<io::Result<usize>> {
-    let mut context = Context::from_waker(Waker::noop());
-    tokio_util::io::poll_read_buf(Pin::new(tcp), &mut context, input)
+/// Waits until `tcp` is readable, then reads what it has into `input`, with room for at least
+/// `want` bytes. The room is made only once there is something to read, and given back when
+/// the readiness was stale, so that a connection waiting for its client holds no buffer.
+///
+/// Through the task's own context rather than `readable()` then `try_read`: the readiness
+/// poll counts against tokio's cooperative budget, so a long run of reads (a 16 MiB message)
+/// yields to other tasks instead of spinning once the budget is spent; and after a short
+/// read `poll_read` forgets the readiness, which saves the next wait a `read` that would
+/// only find nothing.
+fn read_ready(
+    tcp: &mut TcpStream,
+    context: &mut Context<'_>,
+    input: &mut Vec<u8>,
+    want: usize,
+) -> Poll<io::Result<usize>> {
+    ready!(tcp.poll_read_ready(context))?;
+    input.reserve(want);
+    let read = tokio_util::io::poll_read_buf(Pin::new(tcp), context, input);
+    if read.is_pending() && input.is_empty() {
+        *input = Vec::new();
+    }
+    read
 }
 
 /// A place in a frame at offset `at` of the input, as a place in the whole input.
