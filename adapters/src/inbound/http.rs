@@ -236,6 +236,8 @@ fn ws_upgrade(
     endpoint: ws::Endpoint,
     context: WsContext,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    // Shared, not cloned, by the connections: each of them holds it for as long as it lives.
+    let context = Arc::new(context);
     route(endpoint.path())
         .and(warp::method())
         .and(warp::header::headers_cloned())
@@ -243,7 +245,7 @@ fn ws_upgrade(
         .and(warp::ext::optional::<PeerAddr>())
         .and(warp::ext::optional::<TcpSlot>())
         .and(optional_query())
-        .and(warp::any().map(move || context.clone()))
+        .and(warp::any().map(move || Arc::clone(&context)))
         .then(
             move |method, headers, on_upgrade, peer: Option<PeerAddr>, tcp_slot, query, context| {
                 let request = ws::UpgradeRequest {

@@ -11,6 +11,7 @@
 //! memory.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -95,11 +96,11 @@ enum Event {
 }
 
 /// What one connection task keeps between frames.
-struct Task<'a> {
+struct Task {
     socket: WsSocket,
     connection: Connection,
     audio: AudioBuffer,
-    context: &'a WsContext,
+    context: Arc<WsContext>,
     /// Present while the connection holds a declared session.
     membership: Option<Membership>,
     /// The wait for [`Membership::superseded`], made once per membership.
@@ -128,89 +129,62 @@ struct Liveness {
 }
 
 /// Runs the connection until it ends, then closes it in the application.
-pub(super) async fn run(
+///
+/// The task's state is made here, outside the future, and the future moves it in once: an
+/// async fn would hold its arguments and the task made of them side by side, and every idle
+/// connection pays for the largest state its future can be in.
+pub(super) fn run(
     socket: WsSocket,
     connection: Connection,
     greeting: Stamped<ServerMessage>,
-    context: WsContext,
-) {
-    tracing::info!(
-        peer = connection.info().peer.as_deref().unwrap_or("unknown"),
-        "websocket connected"
-    );
+    context: Arc<WsContext>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let now = Instant::now();
     let mut task = Task {
         socket,
         connection,
         audio: AudioBuffer::default(),
-        context: &context,
         membership: None,
         superseded: None,
         liveness: Liveness {
-            started: Instant::now(),
-            last_heard: Instant::now(),
-            last_message: Instant::now(),
+            started: now,
+            last_heard: now,
+            last_message: now,
             ping_sent: None,
-            next_ping: Instant::now() + context.settings.ping_interval,
+            next_ping: now + context.settings.ping_interval,
         },
         bucket: context
             .settings
             .rate
             .map(|limit| TokenBucket::new(limit, Duration::ZERO)),
-        refused: (0, Instant::now()),
+        refused: (0, now),
         acknowledged: false,
         logged_session: None,
+        context,
     };
-    metrics::connection_opened();
-    // A panic while serving (a bug) must not skip closing the connection below: that would
-    // leave it counted, its recording open and its file descriptor held.
-    let served = std::panic::AssertUnwindSafe(async {
-        task.send(&greeting);
-        task.serve().await
-    })
-    .catch_unwind()
-    .await;
-    let ending = served.unwrap_or_else(|_| {
-        tracing::error!("connection task panicked; closing the connection");
-        Ending::Close(
-            ErrorCode::Internal.close_code().unwrap_or(1011),
-            "internal error".into(),
-        )
-    });
-
-    let Task {
-        mut socket,
-        connection,
-        membership,
-        ..
-    } = task;
-    let (id, stats) = (connection.id(), connection.stats());
-    // The session is let go of before the close handshake, so that a client reconnecting at
-    // once can resume it while this socket is still closing.
-    let ending_of_implicit = if context.shutdown.is_cancelled() {
-        SessionEnding::Shutdown
-    } else {
-        SessionEnding::ConnectionClosed
-    };
-    if let Err(error) = context
-        .service
-        .close_connection(connection, ending_of_implicit)
-        .await
-    {
-        tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "connection did not close cleanly");
+    // Queued now and written by the first turn of the loop.
+    task.send(&greeting);
+    async move {
+        tracing::info!(
+            peer = task.connection.info().peer.as_deref().unwrap_or("unknown"),
+            "websocket connected"
+        );
+        metrics::connection_opened();
+        // A panic while serving (a bug) must not skip closing the connection below: that
+        // would leave it counted, its recording open and its file descriptor held.
+        let served = std::panic::AssertUnwindSafe(task.serve())
+            .catch_unwind()
+            .await;
+        let ending = served.unwrap_or_else(|_| {
+            tracing::error!("connection task panicked; closing the connection");
+            Ending::Close(
+                ErrorCode::Internal.close_code().unwrap_or(1011),
+                "internal error".into(),
+            )
+        });
+        // Boxed, as every rare path of the task is.
+        Box::pin(task.finish(ending)).await;
     }
-    if membership.is_some() {
-        context.hub.leave(id);
-    }
-    metrics::connection_closed(ending.code());
-    ending
-        .carry_out(&mut socket, context.settings.close_timeout)
-        .await;
-    tracing::info!(
-        messages = stats.messages,
-        audio_chunks = stats.audio_chunks,
-        audio_bytes = stats.audio_bytes,
-        "websocket closed"
-    );
 }
 
 /// Closes a connection whose upgrade never completed.
@@ -224,7 +198,46 @@ pub(super) async fn abandon(connection: Connection, context: &WsContext) {
     }
 }
 
-impl Task<'_> {
+impl Task {
+    /// Closes the connection in the application, then ends the WebSocket as `ending` says.
+    async fn finish(self, ending: Ending) {
+        let Task {
+            mut socket,
+            connection,
+            membership,
+            context,
+            ..
+        } = self;
+        let (id, stats) = (connection.id(), connection.stats());
+        // The session is let go of before the close handshake, so that a client reconnecting
+        // at once can resume it while this socket is still closing.
+        let ending_of_implicit = if context.shutdown.is_cancelled() {
+            SessionEnding::Shutdown
+        } else {
+            SessionEnding::ConnectionClosed
+        };
+        if let Err(error) = context
+            .service
+            .close_connection(connection, ending_of_implicit)
+            .await
+        {
+            tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "connection did not close cleanly");
+        }
+        if membership.is_some() {
+            context.hub.leave(id);
+        }
+        metrics::connection_closed(ending.code());
+        ending
+            .carry_out(&mut socket, context.settings.close_timeout)
+            .await;
+        tracing::info!(
+            messages = stats.messages,
+            audio_chunks = stats.audio_chunks,
+            audio_bytes = stats.audio_bytes,
+            "websocket closed"
+        );
+    }
+
     async fn serve(&mut self) -> Ending {
         let max_depth = self.context.settings.max_json_depth;
         // Waited on by every turn of the loop, so made once: a fresh wait per message would
@@ -315,7 +328,9 @@ impl Task<'_> {
                 metrics::audio_received(bytes);
             }
             self.acknowledged = false;
-            if let Err(ending) = self.handle(message).await {
+            // Boxed: handling a message is the largest state of the task, and an idle
+            // connection, waiting for its next message, would hold its memory too.
+            if let Err(ending) = Box::pin(self.handle(message)).await {
                 return ending;
             }
             if self.acknowledged {
@@ -423,7 +438,7 @@ impl Task<'_> {
             .filter(|s| s.is_declared())
             .map(|s| (s.id(), s.last_seq()));
         let at = self.context.service.now();
-        self.queue(|out| encode_going_away(session, at, out));
+        queue(&mut self.socket, |out| encode_going_away(session, at, out));
         metrics::message_sent("going_away");
         Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned())
     }
@@ -547,7 +562,7 @@ impl Task<'_> {
     /// Queues a server message.
     fn send(&mut self, message: &Stamped<ServerMessage>) {
         let settings = &self.context.settings;
-        self.queue(|out| encode(message, settings, out));
+        queue(&mut self.socket, |out| encode(message, settings, out));
         metrics::message_sent(server_kind(&message.value));
         self.acknowledged = matches!(message.value, ServerMessage::AudioReceived { .. });
     }
@@ -555,28 +570,32 @@ impl Task<'_> {
     /// Queues an `error` message.
     fn send_error(&mut self, code: ErrorCode, detail: &str) {
         let at = self.context.service.now();
-        self.queue(|out| encode_error(code, detail, at, out));
+        queue(&mut self.socket, |out| encode_error(code, detail, at, out));
         metrics::message_sent("error");
-    }
-
-    /// Queues the text `write` produces.
-    fn queue(&mut self, write: impl FnOnce(&mut String)) {
-        ENCODED.with_borrow_mut(|text| {
-            text.clear();
-            write(text);
-            self.socket.send_text(text);
-        });
     }
 
     /// Writes what is queued. A client that stops reading fills its socket's buffer and the
     /// write waits; it never waits past the send timeout, and shutdown or a resume elsewhere
     /// interrupt it, so a stuck client cannot hold its session or the service's exit.
-    async fn flush(&mut self) -> Result<(), Ending> {
-        match self.socket.try_flush() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(_) => return Err(Ending::ClientGone),
+    ///
+    /// Not async itself: the wait, rare, is boxed so that its state is not part of every
+    /// connection task's memory.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Ending>> + '_ {
+        let written = match self.socket.try_flush() {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(_) => Some(Err(Ending::ClientGone)),
+        };
+        async move {
+            match written {
+                Some(written) => written,
+                None => Box::pin(self.flush_stuck()).await,
+            }
         }
+    }
+
+    /// Waits for the queued replies to be written, within the send timeout.
+    async fn flush_stuck(&mut self) -> Result<(), Ending> {
         let superseded = self.membership.as_ref().map(|m| m.superseded.clone());
         let shutdown = self.context.shutdown.clone();
         let (timeout, close_timeout) = (
@@ -606,6 +625,15 @@ impl Task<'_> {
             () = stuck_at_shutdown => Err(Ending::Close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned())),
         }
     }
+}
+
+/// Queues on `socket` the text `write` produces.
+fn queue(socket: &mut WsSocket, write: impl FnOnce(&mut String)) {
+    ENCODED.with_borrow_mut(|text| {
+        text.clear();
+        write(text);
+        socket.send_text(text);
+    });
 }
 
 /// The message a frame holds. A binary frame of a connection speaking sessions is raw audio;

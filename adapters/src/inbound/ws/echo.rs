@@ -5,13 +5,15 @@
 //! messages are not JSON, and the cases send bursts on purpose. Off by default, and refused by
 //! the settings in production.
 
+use std::sync::Arc;
+
 use super::WsContext;
 use super::connection::{Ending, SHUTDOWN_CLOSE, classify, close_reason};
 use super::socket::{Incoming, ReadError, WsSocket};
 use crate::inbound::errors::ErrorCode;
 
 /// Echoes until the client closes, the connection fails, idles out, or the service stops.
-pub(super) async fn run(mut socket: WsSocket, context: WsContext) {
+pub(super) async fn run(mut socket: WsSocket, context: Arc<WsContext>) {
     let ending = echo(&mut socket, &context).await;
     ending
         .carry_out(&mut socket, context.settings.close_timeout)

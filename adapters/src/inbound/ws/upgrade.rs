@@ -5,6 +5,7 @@
 //! connection store that cannot take one more (503).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use aimcs_application::NewConnection;
 use http::header::{
@@ -57,7 +58,7 @@ pub(crate) struct UpgradeRequest {
 
 /// Answers an upgrade request: `101` and a connection task, or an error response saying what
 /// was wrong with the request.
-pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> Response {
+pub(crate) async fn upgrade(mut request: UpgradeRequest, context: Arc<WsContext>) -> Response {
     let key = match check_handshake(&request) {
         Ok(key) => key,
         Err(refusal) => return refusal,
@@ -159,15 +160,22 @@ pub(crate) async fn upgrade(mut request: UpgradeRequest, context: WsContext) -> 
                 connection_id = %connection.id(),
                 session_id = tracing::field::Empty
             );
+            // Boxed until the upgrade completes: what the task captures stays in its memory
+            // for as long as it lives, beside the connection's own state that moves them in.
+            let opened = Box::new((connection, greeting));
             tracker.spawn(
                 async move {
                     // Held for as long as the connection lives.
                     let _slot = slot;
-                    match socket.await {
+                    let socket = socket.await;
+                    let (connection, greeting) = *opened;
+                    match socket {
                         Some(socket) => {
                             connection::run(socket, connection, greeting, context).await
                         }
-                        None => connection::abandon(connection, &context).await,
+                        // Boxed, as every rare path of a connection task is: the task's
+                        // memory is the largest of its paths, and idle connections pay it.
+                        None => Box::pin(connection::abandon(connection, &context)).await,
                     }
                 }
                 .instrument(span),
