@@ -11,11 +11,13 @@
 //! - Retention removes the oldest finished recordings beyond an age or a total size, never
 //!   one that is still being written.
 //!
-//! File operations run on tokio's blocking pool; each recording has its own lock, so
-//! recordings never wait for each other.
+//! Chunks are written by one thread of the sink's own ([`writer`]); the rest of the file
+//! operations (and every chunk, when each must be forced to disk) run on tokio's blocking
+//! pool. Each recording has its own lock.
 
 mod manifest;
 mod wav;
+mod writer;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -104,6 +106,7 @@ pub struct FileAudioSink {
     settings: FileSinkSettings,
     // std Mutex: held only to look up or change the map, never across an `.await`.
     open: Mutex<HashMap<RecordingId, Arc<Mutex<Recording>>>>,
+    writer: writer::Writer,
     /// An exclusive lock on the directory, held for the sink's life: start-up repairs every
     /// unfinished recording it finds, which would corrupt those of another live process.
     _lock: File,
@@ -120,9 +123,13 @@ impl FileAudioSink {
             FileSinkError::new("cannot create recordings directory", &settings.dir, e)
         })?;
         let lock = lock_directory(&settings.dir)?;
+        let writer = writer::Writer::start().map_err(|e| {
+            FileSinkError::new("cannot start the recording writer for", &settings.dir, e)
+        })?;
         let sink = Self {
             settings,
             open: Mutex::default(),
+            writer,
             _lock: lock,
         };
         let repaired = sink.repair_interrupted()?;
@@ -348,8 +355,16 @@ impl AudioSink for FileAudioSink {
         _seq: u64,
         chunk: AudioChunk,
     ) -> Result<(), SinkError> {
-        self.blocking(recording, move |r| r.write(chunk.as_bytes()))
+        if self.settings.fsync == FsyncPolicy::Always {
+            return self
+                .blocking(recording, move |r| r.write(chunk.as_bytes()))
+                .await;
+        }
+        let recording = self.recording(recording)?;
+        self.writer
+            .write(recording, chunk)
             .await
+            .map_err(|error| SinkError::Unavailable(Box::new(error)))
     }
 
     async fn commit(&self, recording: RecordingId) -> Result<(), SinkError> {

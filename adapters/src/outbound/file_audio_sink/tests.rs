@@ -285,6 +285,7 @@ async fn retention_removes_the_oldest_finished_recordings_but_never_an_open_one(
             ..settings(dir.path())
         },
         open: Mutex::new(std::mem::take(&mut *sink.open_recordings())),
+        writer: writer::Writer::start().unwrap(),
         _lock: sink._lock.try_clone().unwrap(),
     };
 
@@ -350,6 +351,74 @@ async fn a_directory_another_sink_holds_is_refused_with_a_clear_error() {
         error
             .to_string()
             .starts_with("another process is using the recordings directory"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_written_side_by_side_each_get_their_own_chunks_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink(dir.path());
+    let recordings: Vec<Vec<u8>> = (0..8_u8)
+        .map(|r| {
+            (0..40 * 320_u32)
+                .map(|i| (i as u8).wrapping_mul(r + 1))
+                .collect()
+        })
+        .collect();
+
+    let ends = futures_util::future::join_all(recordings.iter().map(|samples| {
+        let chunks: Vec<&[u8]> = samples.chunks(320).collect();
+        let sink = &sink;
+        async move { record(sink, session(PCM), &chunks).await }
+    }))
+    .await;
+
+    for (end, samples) in ends.iter().zip(&recordings) {
+        let wav = fs::read(dir.path().join(format!("{}.wav", end.recording))).unwrap();
+        assert!(
+            wav[44..] == samples[..],
+            "recording {} differs",
+            end.recording
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_chunk_is_written_when_each_must_be_forced_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = FileAudioSink::open(FileSinkSettings {
+        fsync: FsyncPolicy::Always,
+        ..settings(dir.path())
+    })
+    .unwrap();
+    let samples: Vec<u8> = (0..960_u32).map(|i| (i % 199) as u8).collect();
+
+    let end = record(&sink, session(PCM), &[&samples[..320], &samples[320..]]).await;
+
+    let wav = fs::read(dir.path().join(format!("{}.wav", end.recording))).unwrap();
+    assert_eq!(&wav[44..], &samples[..]);
+}
+
+#[tokio::test]
+async fn a_chunk_for_a_writer_that_stopped_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = sink(dir.path());
+    sink.writer = writer::Writer::stopped();
+    let session = session(PCM);
+    sink.open(session.recording_start()).await.unwrap();
+
+    let result = sink
+        .write(session.recording(), 1, AudioChunk::new(vec![1, 2]).unwrap())
+        .await;
+
+    let Err(SinkError::Unavailable(error)) = result else {
+        panic!("expected the sink to be unavailable, got {result:?}");
+    };
+    assert!(
+        error
+            .to_string()
+            .starts_with("the recording writer has stopped; cannot write"),
         "{error}"
     );
 }
