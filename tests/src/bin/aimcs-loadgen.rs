@@ -210,7 +210,7 @@ async fn run(options: Options) -> ExitCode {
                     let (options, script) = (Rc::clone(&options), Rc::clone(&script));
                     tokio::task::spawn_local(async move {
                         tokio::time::sleep(delay).await;
-                        connection(&options, &script, i, end).await
+                        connection(&options, &script, i, sending_from..end).await
                     })
                 })
                 .collect();
@@ -237,8 +237,15 @@ async fn run(options: Options) -> ExitCode {
     report(&options, tallies, memory)
 }
 
-/// One connection, from its handshake to the end of the run.
-async fn connection(options: &Options, script: &Script, index: usize, end: Instant) -> Tally {
+/// One connection, from its handshake to the end of the run. Only what is sent within
+/// `window` is counted: before it, during the ramp-up, the server is still filling up.
+async fn connection(
+    options: &Options,
+    script: &Script,
+    index: usize,
+    window: std::ops::Range<Instant>,
+) -> Tally {
+    let end = window.end;
     let mut tally = Tally::default();
     let mut socket = match open(options, index).await {
         Ok(socket) => socket,
@@ -285,6 +292,7 @@ async fn connection(options: &Options, script: &Script, index: usize, end: Insta
         }
         let sent = Instant::now();
         match socket.ask(&script.chunk, "audio_received").await {
+            Ok(true) if sent < window.start => {}
             Ok(true) => {
                 tally.acks += 1;
                 tally.bytes += options.chunk_bytes as u64;
