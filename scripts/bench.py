@@ -23,7 +23,7 @@ import urllib.request
 
 SERVER_CPU, LOAD_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SUITES = ("ingest", "sinks", "paced", "idle", "health", "startup", "streaming")
+SUITES = ("ingest", "sinks", "paced", "idle", "health", "startup", "streaming", "slowloris")
 PACED = (1_000, 3_000, 10_000)
 IDLE = (1_000, 10_000, 19_000)
 # Enough loopback source addresses that 19,000 connections never run out of ephemeral ports.
@@ -261,6 +261,46 @@ def case_streaming(args, target, work):
     return {"peak KiB/connection": (peak - idle) / 200}
 
 
+def case_slowloris(args, target, work, sockets=1_000):
+    """Memory per socket hanging mid-headers, and /health latency while they hang."""
+    if not target.ours:
+        return {}
+    target.start(work)
+
+    def health_ms(rounds=200):
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", target.port), timeout=5) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while s.recv(4096):
+                    pass
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    try:
+        alone = health_ms()
+        before = rss_kib(target.pid)
+        hanging = []
+        for _ in range(sockets):
+            s = socket.create_connection(("127.0.0.1", target.port))
+            s.sendall(b"GET /health HTTP/1.1\r\nHo")
+            hanging.append(s)
+        time.sleep(0.5)
+        held = rss_kib(target.pid)
+        loaded = health_ms()
+        for s in hanging:
+            s.close()
+    finally:
+        target.stop()
+    return {
+        "KiB/socket": (held - before) / sockets,
+        "/health p50 ms alone": statistics.median(alone),
+        "/health p50 ms while they hang": statistics.median(loaded),
+        "/health p99 ms while they hang": sorted(loaded)[int(len(loaded) * 0.99)],
+    }
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
@@ -288,6 +328,8 @@ def cases(suites):
             yield suite, "start-up to first /health answer", case_startup, ()
         elif suite == "streaming":
             yield suite, "200 connections streaming 64 KB frames, file sink", case_streaming, ()
+        elif suite == "slowloris":
+            yield suite, "1,000 sockets hanging mid-headers", case_slowloris, ()
 
 
 def median(values):
