@@ -370,6 +370,8 @@ def main():
     parser.add_argument("--server", required=True)
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if any case of this service had errors or failed connections")
     parser.add_argument("suites", nargs="*")
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
@@ -402,6 +404,12 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     write_report(args, targets, results)
+    if args.check:
+        bad = [f"{label}: {key} {row[key]}" for (_, label), by_target in results.items()
+               for row in by_target.get("aimcs", []) for key in ("errors", "failed", "non-2xx")
+               if row.get(key)]
+        if bad:
+            sys.exit("error: this service failed cases:\n  " + "\n  ".join(bad))
 
 
 def write_report(args, targets, results):

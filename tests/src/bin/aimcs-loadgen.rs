@@ -166,6 +166,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = match parse(&args) {
         Ok(options) => options,
+        Err(message) if message == USAGE => {
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             let _ = writeln!(std::io::stderr(), "{message}");
             return ExitCode::from(64);
