@@ -51,6 +51,13 @@ def read_wav(path: str) -> tuple[array.array, int, int]:
     return samples, rate, channels
 
 
+def fnv1a(data: bytes, hash: int = 2166136261) -> int:
+    """FNV-1a, 32 bits: the page's fingerprint of what it captured."""
+    for byte in data:
+        hash = ((hash ^ byte) * 16777619) & 0xFFFFFFFF
+    return hash
+
+
 def decode_to_pcm(path: str, rate: int = 16000) -> array.array:
     """Decodes any file ffmpeg reads to mono 16-bit samples; fails on a decoding error."""
     result = subprocess.run(
