@@ -372,6 +372,8 @@ def main():
     parser.add_argument("--output", required=True)
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if any case of this service had errors or failed connections")
+    parser.add_argument("--max-idle-kib", type=float,
+                        help="with --check: exit 1 if an idle WebSocket of this service holds more")
     parser.add_argument("suites", nargs="*")
     args = parser.parse_args()
     suites = args.suites or list(SUITES)
@@ -408,6 +410,11 @@ def main():
         bad = [f"{label}: {key} {row[key]}" for (_, label), by_target in results.items()
                for row in by_target.get("aimcs", []) for key in ("errors", "failed", "non-2xx")
                if row.get(key)]
+        if args.max_idle_kib is not None:
+            bad += [f"{label}: {row['KiB/connection']:.2f} KiB per idle connection, over {args.max_idle_kib}"
+                    for (suite, label), by_target in results.items() if suite == "idle"
+                    for row in by_target.get("aimcs", [])
+                    if (row.get("KiB/connection") or 0) > args.max_idle_kib]
         if bad:
             sys.exit("error: this service failed cases:\n  " + "\n  ".join(bad))
 
