@@ -28,12 +28,14 @@ class Tone:
     peak: int
     seams: int  # samples that break the sine's recurrence: discontinuities
     worst_seam: float  # largest break, as a fraction of the tone's amplitude
+    seam_times: tuple = ()  # where the first seams are, in seconds from the start
 
     def describe(self) -> str:
+        at = f" at {', '.join(f'{t:.3f}' for t in self.seam_times)} s" if self.seam_times else ""
         return (
             f"{self.duration_s:.3f} s at {self.sample_rate} Hz, {self.frequency_hz:.1f} Hz, "
             f"purity {self.purity:.3f}, {self.rms_dbfs:.1f} dBFS, "
-            f"{self.seams} discontinuities (worst {self.worst_seam:.3f} of the amplitude)"
+            f"{self.seams} discontinuities (worst {self.worst_seam:.3f} of the amplitude){at}"
         )
 
 
@@ -122,11 +124,14 @@ def measure(samples: array.array, rate: int, skip_s: float = 0.1) -> Tone:
     threshold = 0.02 * amplitude
     seams = 0
     worst = 0.0
+    seam_times = []
     for n in range(2, len(body)):
         residual = abs(body[n] - k * body[n - 1] + body[n - 2])
         if residual > worst:
             worst = residual
         if residual > threshold:
             seams += 1
+            if len(seam_times) < 16:
+                seam_times.append(skip_s + n / rate)
     return Tone(duration, rate, frequency, min(purity, 1.0), rms_dbfs, peak, seams,
-                worst / amplitude if amplitude else 0.0)
+                worst / amplitude if amplitude else 0.0, tuple(seam_times))
