@@ -288,8 +288,13 @@ class PageTest(unittest.TestCase):
         started = time.monotonic()
         in_use = self.wait_for_acks(100)  # 2 s of 20 ms chunks
         self.assertGreater(in_use["level"], 0.3, "the level meter shows the tone")
-        self.assertRegex(self.text("stat-rtt"), r"^\d+\.\d ms$", "the round trip from ping/pong")
-        self.assertEqual(self.text("connection-state"), "Connected")
+        # Painted on animation frames, which a busy headless Chromium delays: waited for.
+        self.driver.wait_for(
+            "return /^\\d+\\.\\d ms$/.test(document.getElementById('stat-rtt').textContent)",
+            "the round trip from ping/pong on the page", 10)
+        self.driver.wait_for(
+            "return document.getElementById('connection-state').textContent === 'Connected'",
+            "the page to show the connection as Connected", 5)
         self.screenshot("page-in-use.png")
         while time.monotonic() - started < 4:
             time.sleep(0.05)
@@ -301,7 +306,10 @@ class PageTest(unittest.TestCase):
         self.assertEqual((pcm["resumes"], pcm["refused"], pcm["seqMismatches"]), (0, 0, 0), pcm)
         self.assertEqual(pcm["ackedBytes"], pcm["capturedBytes"], "every captured byte acknowledged")
         self.assertEqual(final["errors"], [])
-        self.assertEqual(int(self.text("stat-chunks").replace(",", "")), pcm["ackedChunks"])
+        # The page paints on animation frames, which a busy headless Chromium delays.
+        self.driver.wait_for(
+            "return document.getElementById('stat-chunks').textContent.replace(/,/g, '') === String(arguments[0])",
+            f"the page to show {pcm['ackedChunks']} acknowledged chunks", 5, pcm["ackedChunks"])
 
         recording = pcm["session"]["recordingId"]
         manifest = self.service.wait_for_manifest(recording)
