@@ -16,6 +16,25 @@ pub enum SampleEncoding {
 }
 
 impl SampleEncoding {
+    /// Every encoding, for lookups by name.
+    const ALL: [Self; 3] = [Self::PcmS16le, Self::Mulaw, Self::Alaw];
+
+    /// The encoding's name, as clients declare it and records store it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PcmS16le => "pcm_s16le",
+            Self::Mulaw => "mulaw",
+            Self::Alaw => "alaw",
+        }
+    }
+
+    /// The encoding [`SampleEncoding::name`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|encoding| encoding.name() == name)
+    }
+
     /// Bytes per sample of one channel.
     pub const fn bytes_per_sample(self) -> u32 {
         match self {
@@ -32,6 +51,23 @@ pub enum Container {
     Webm,
     /// Ogg, as Firefox's `MediaRecorder` and many encoders write Opus.
     Ogg,
+}
+
+impl Container {
+    /// The container's name, as clients declare it and records store it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Webm => "webm",
+            Self::Ogg => "ogg",
+        }
+    }
+
+    /// The container [`Container::name`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Webm, Self::Ogg]
+            .into_iter()
+            .find(|container| container.name() == name)
+    }
 }
 
 /// The encoding a client asks for, before the rules have been applied.
@@ -183,6 +219,18 @@ impl AudioFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_read_back_as_what_they_name() {
+        for encoding in SampleEncoding::ALL {
+            assert_eq!(SampleEncoding::from_name(encoding.name()), Some(encoding));
+        }
+        for container in [Container::Webm, Container::Ogg] {
+            assert_eq!(Container::from_name(container.name()), Some(container));
+        }
+        assert_eq!(SampleEncoding::from_name("opus"), None);
+        assert_eq!(Container::from_name("WEBM"), None);
+    }
 
     fn request(encoding: Encoding) -> FormatRequest {
         FormatRequest {

@@ -15,7 +15,7 @@
 //! operations (and every chunk, when each must be forced to disk) run on tokio's blocking
 //! pool. Each recording has its own lock.
 
-mod manifest;
+pub(crate) mod manifest;
 mod wav;
 mod writer;
 
@@ -468,7 +468,7 @@ impl Recording {
             }
             AudioFormat::Opus { container, .. } => {
                 recording.layout = Layout::Stream;
-                let ext = manifest::container_name(container);
+                let ext = container.name();
                 recording
                     .create_file(ext)
                     .map_err(|e| FileSinkError::new("cannot create recording", &path, e))?;
@@ -615,11 +615,12 @@ fn repair_audio(path: &Path, manifest: &Manifest) -> io::Result<u64> {
         Err(error) => return Err(error),
     };
     let format = &manifest.format;
-    let encoding = match format.encoding.as_deref() {
-        Some("pcm_s16le") => SampleEncoding::PcmS16le,
-        Some("mulaw") => SampleEncoding::Mulaw,
-        Some("alaw") => SampleEncoding::Alaw,
-        _ => return Ok(len),
+    let Some(encoding) = format
+        .encoding
+        .as_deref()
+        .and_then(SampleEncoding::from_name)
+    else {
+        return Ok(len);
     };
     let (Some(sample_rate), Some(channels)) = (format.sample_rate, format.channels) else {
         return Ok(len);

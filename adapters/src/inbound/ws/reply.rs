@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use aimcs_domain::{
-    AudioFormat, AudioProgress, AudioTotals, ClientValue, Container, SampleEncoding, ServerMessage,
-    SessionId, SessionInfo, SessionSummary, Stamped, Timestamp,
+    AudioFormat, AudioProgress, AudioTotals, ClientValue, ServerMessage, SessionId, SessionInfo,
+    SessionSummary, Stamped, Timestamp,
 };
 
 use super::WsSettings;
@@ -240,11 +240,7 @@ pub(crate) fn push_format(out: &mut String, format: &AudioFormat) {
             sample_rate,
             channels,
         } => {
-            let encoding = match encoding {
-                SampleEncoding::PcmS16le => "pcm_s16le",
-                SampleEncoding::Mulaw => "mulaw",
-                SampleEncoding::Alaw => "alaw",
-            };
+            let encoding = encoding.name();
             let _ = write!(
                 out,
                 r#"{{"encoding":"{encoding}","sampleRate":{sample_rate},"channels":{channels}}}"#
@@ -255,10 +251,7 @@ pub(crate) fn push_format(out: &mut String, format: &AudioFormat) {
             sample_rate,
             channels,
         } => {
-            let container = match container {
-                Container::Webm => "webm",
-                Container::Ogg => "ogg",
-            };
+            let container = container.name();
             let _ = write!(
                 out,
                 r#"{{"encoding":"opus","container":"{container}","sampleRate":{sample_rate},"channels":{channels}}}"#
@@ -293,7 +286,7 @@ fn push_timestamp(out: &mut String, at: Timestamp) {
 
 #[cfg(test)]
 mod tests {
-    use aimcs_domain::{ConnectionId, Rejection, SeqGap};
+    use aimcs_domain::{ConnectionId, Container, Rejection, SeqGap};
 
     use super::*;
 

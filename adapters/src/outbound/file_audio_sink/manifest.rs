@@ -7,9 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use aimcs_domain::{
-    AudioFormat, Container, RecordingEnd, RecordingStart, SampleEncoding, SessionEnding,
-};
+use aimcs_domain::{AudioFormat, RecordingEnd, RecordingStart, SessionEnding};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -157,7 +155,8 @@ pub(super) fn tmp_path(path: &Path) -> PathBuf {
     path.with_extension("json.tmp")
 }
 
-fn ending_name(ending: SessionEnding) -> &'static str {
+/// How an ending is named in manifests and streams.
+pub(crate) fn ending_name(ending: SessionEnding) -> &'static str {
     match ending {
         SessionEnding::Ended => "ended",
         SessionEnding::ConnectionClosed => "connection_closed",
@@ -176,14 +175,7 @@ fn format_record(format: &AudioFormat) -> FormatRecord {
             channels,
         } => FormatRecord {
             declared: true,
-            encoding: Some(
-                match encoding {
-                    SampleEncoding::PcmS16le => "pcm_s16le",
-                    SampleEncoding::Mulaw => "mulaw",
-                    SampleEncoding::Alaw => "alaw",
-                }
-                .to_owned(),
-            ),
+            encoding: Some(encoding.name().to_owned()),
             container: Some("wav".to_owned()),
             sample_rate: Some(sample_rate),
             channels: Some(channels),
@@ -195,7 +187,7 @@ fn format_record(format: &AudioFormat) -> FormatRecord {
         } => FormatRecord {
             declared: true,
             encoding: Some("opus".to_owned()),
-            container: Some(container_name(container).to_owned()),
+            container: Some(container.name().to_owned()),
             sample_rate: Some(sample_rate),
             channels: Some(channels),
         },
@@ -206,13 +198,5 @@ fn format_record(format: &AudioFormat) -> FormatRecord {
             sample_rate: None,
             channels: None,
         },
-    }
-}
-
-/// The file extension and manifest name of a container.
-pub(super) fn container_name(container: Container) -> &'static str {
-    match container {
-        Container::Webm => "webm",
-        Container::Ogg => "ogg",
     }
 }

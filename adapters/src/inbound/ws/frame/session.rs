@@ -56,17 +56,22 @@ pub(super) fn start(format: Option<&RawValue>, metadata: Option<ClientValue>) ->
         }
     };
     let encoding = match body.encoding.as_str() {
-        "pcm_s16le" => Encoding::Samples(SampleEncoding::PcmS16le),
-        "mulaw" => Encoding::Samples(SampleEncoding::Mulaw),
-        "alaw" => Encoding::Samples(SampleEncoding::Alaw),
         "opus" => Encoding::Opus,
-        other => return ClientMessage::Invalid(Rejection::UnsupportedEncoding(other.to_owned())),
+        other => match SampleEncoding::from_name(other) {
+            Some(encoding) => Encoding::Samples(encoding),
+            None => {
+                return ClientMessage::Invalid(Rejection::UnsupportedEncoding(other.to_owned()));
+            }
+        },
     };
-    let container = match body.container.as_deref() {
+    let container = match body
+        .container
+        .as_deref()
+        .map(|name| (name, Container::from_name(name)))
+    {
         None => None,
-        Some("webm") => Some(Container::Webm),
-        Some("ogg") => Some(Container::Ogg),
-        Some(other) => {
+        Some((_, Some(container))) => Some(container),
+        Some((other, None)) => {
             return invalid_format(format!(
                 "unsupported container {other:?}: use \"webm\" or \"ogg\""
             ));
