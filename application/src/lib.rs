@@ -10,6 +10,6 @@ pub mod service;
 mod sessions;
 
 pub use service::{
-    CloseConnectionError, HandleClientMessageError, HealthReport, IngestService, NewConnection,
-    OpenConnectionError, ReportError, ServiceConfig, StatusReport,
+    CloseConnectionError, ClusterReport, HandleClientMessageError, HealthReport, IngestService,
+    NewConnection, OpenConnectionError, ReadinessError, ReportError, ServiceConfig, StatusReport,
 };

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aimcs_domain::ports::{AudioSink, Clock, ConnectionStore, SinkError, StoreError};
+use aimcs_domain::ports::{
+    AudioSink, Clock, ClusterView, ConnectionStore, SessionHolder, SessionStore, SinkError,
+    StoreError,
+};
 use aimcs_domain::{
     ChatReply, ChatReplyId, ChatRequest, ClientMessage, Connection, ConnectionId, ConnectionInfo,
-    Decision, RecordingEnd, RecordingId, Rejection, ServerMessage, Session, SessionEnding,
-    SessionId, SessionInfo, SessionSummary, Stamped, StoreChunk, Timestamp,
+    Decision, RecordingEnd, RecordingId, Rejection, ResumeError, ServerMessage, Session,
+    SessionEnding, SessionId, SessionInfo, SessionSummary, Stamped, StoreChunk, Timestamp,
 };
 
 use crate::sessions::{SessionRegistry, TakeError};
@@ -76,6 +79,18 @@ pub enum HandleClientMessageError {
         #[source]
         source: SinkError,
     },
+    /// The shared session store did not take or give a session's state: a new session is not
+    /// started (it could not be resumed elsewhere), a resume is not carried out.
+    #[error("session {session} could not be {action} the shared session store")]
+    SessionStore {
+        /// The session.
+        session: SessionId,
+        /// `saved in` or `read from`.
+        action: &'static str,
+        /// What the store reported.
+        #[source]
+        source: StoreError,
+    },
     /// A resume asked for a session another connection of this process holds. The transport
     /// must make that connection let go (it is superseded) and then retry.
     #[error("session {session} is held by connection {holder}")]
@@ -112,6 +127,26 @@ pub enum ReportError {
     Store(#[from] StoreError),
 }
 
+/// The service cannot take new clients now.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadinessError {
+    /// The connection store (or the shared store behind it) does not answer.
+    #[error("the connection store does not answer")]
+    Store(#[from] StoreError),
+    /// The audio sink cannot take audio.
+    #[error("the audio sink cannot take audio")]
+    Sink(#[from] SinkError),
+}
+
+/// What the replicas sharing a store hold, as far as this one can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterReport {
+    /// As the shared store reports it.
+    Seen(ClusterView),
+    /// The shared store does not answer; only this replica's counts are known.
+    Unreachable,
+}
+
 /// What `/health` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReport {
@@ -119,10 +154,12 @@ pub struct HealthReport {
     pub at: Timestamp,
     /// How long the service has been up.
     pub uptime: Duration,
-    /// Open connections, exactly.
+    /// Open connections on this replica, exactly.
     pub connections: usize,
     /// The service's version.
     pub version: &'static str,
+    /// Every replica's counts, when the store is shared.
+    pub cluster: Option<ClusterReport>,
 }
 
 /// What `/api/status` reports.
@@ -134,6 +171,8 @@ pub struct StatusReport {
     pub active_connections: usize,
     /// Declared sessions whose connection dropped, waiting to be resumed.
     pub parked_sessions: usize,
+    /// Every replica's counts, when the store is shared.
+    pub cluster: Option<ClusterReport>,
 }
 
 /// The backend's use cases, over the three ports.
@@ -142,6 +181,7 @@ pub struct IngestService {
     clock: Arc<dyn Clock>,
     sink: Arc<dyn AudioSink>,
     sessions: SessionRegistry,
+    shared: Option<Arc<dyn SessionStore>>,
     config: ServiceConfig,
     started: Duration,
 }
@@ -160,9 +200,18 @@ impl IngestService {
             clock,
             sink,
             sessions: SessionRegistry::default(),
+            shared: None,
             config,
             started,
         }
+    }
+
+    /// Shares declared sessions through `store`, so that they can be resumed on any replica
+    /// that shares it too.
+    #[must_use]
+    pub fn with_session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.shared = Some(store);
+        self
     }
 
     /// The service's settings.
@@ -267,14 +316,20 @@ impl IngestService {
             connection.recording_opened();
         }
         let len = chunk.len();
-        self.sink
-            .write(recording, seq, chunk)
-            .await
-            .map_err(|source| HandleClientMessageError::Sink {
+        if let Err(source) = self.sink.write(recording, seq, chunk).await {
+            if matches!(source, SinkError::Superseded(_)) {
+                // Another replica continued the session: it is no longer this connection's.
+                if let Some(session) = connection.take_session() {
+                    self.sessions.forget(session.id());
+                }
+                tracing::info!(%recording, "session continued on another replica: letting go");
+            }
+            return Err(HandleClientMessageError::Sink {
                 recording,
                 seq,
                 source,
-            })?;
+            });
+        }
         tracing::trace!(%recording, seq, bytes = len, "audio chunk stored");
         Ok(connection.stored(seq, gap, len, encoded_size, report_progress))
     }
@@ -293,6 +348,24 @@ impl IngestService {
                 action: "opened",
                 source,
             })?;
+        if let Some(shared) = &self.shared
+            && let Err(source) = shared
+                .save(session.snapshot(), SessionHolder::Attached)
+                .await
+        {
+            // A session that could not be shared cannot be resumed elsewhere: refuse it
+            // now rather than promise a resume that would fail.
+            let id = session.id();
+            let end = session.finish(SessionEnding::Failed, self.clock.now());
+            if let Err(error) = self.sink.close(end).await {
+                tracing::warn!(%recording, error = %error, "abandoned recording could not be finished");
+            }
+            return Err(HandleClientMessageError::SessionStore {
+                session: id,
+                action: "saved in",
+                source,
+            });
+        }
         self.sessions.attach(&session, connection.id());
         tracing::info!(session_id = %session.id(), %recording, format = ?session.format(), "session started");
         let info = self.info(&session);
@@ -323,6 +396,7 @@ impl IngestService {
             })?;
         if let Some(session) = connection.take_session() {
             self.sessions.forget(session.id());
+            self.forget_shared(&session).await;
         }
         tracing::info!(session_id = %summary.session, %recording, bytes = summary.totals.bytes, chunks = summary.totals.chunks, "session ended");
         Ok(ServerMessage::SessionEnded(summary))
@@ -340,13 +414,49 @@ impl IngestService {
             .sessions
             .take(id, token, connection.id(), now, self.config.resume_grace)
         {
-            Ok(session) => {
+            Ok(mut session) => {
+                if let Some(shared) = &self.shared {
+                    // Another replica may have continued the session since it was parked here:
+                    // take the recording back and catch up with what it stored.
+                    match self
+                        .sink
+                        .continue_recording(session.recording_start())
+                        .await
+                    {
+                        Ok(stored) => session.catch_up(stored),
+                        // A sink only this process writes to: nobody else can have continued.
+                        Err(SinkError::CannotContinue(_)) => {}
+                        Err(source) => {
+                            let recording = session.recording();
+                            session.detach(now);
+                            self.repark(session, now).await;
+                            return Err(HandleClientMessageError::Recording {
+                                recording,
+                                action: "continued",
+                                source,
+                            });
+                        }
+                    }
+                    // The shared state must name the new holder, or its park would be refused.
+                    if let Err(error) = shared
+                        .save(session.snapshot(), SessionHolder::Attached)
+                        .await
+                    {
+                        tracing::warn!(session_id = %id, error = %error, cause = ?std::error::Error::source(&error), "resumed session could not be saved in the shared store");
+                    }
+                }
                 tracing::info!(session_id = %id, last_seq = ?session.last_seq(), "session resumed");
                 let info = self.info(&session);
                 connection.adopt(session);
                 Ok(ServerMessage::SessionResumed(info))
             }
-            Err(TakeError::NotFound) => rejected(Rejection::SessionNotFound(id)),
+            Err(TakeError::NotFound) => match &self.shared {
+                Some(shared) => {
+                    self.resume_shared(Arc::clone(shared), connection, id, token, now)
+                        .await
+                }
+                None => rejected(Rejection::SessionNotFound(id)),
+            },
             Err(TakeError::WrongToken) => {
                 tracing::warn!(session_id = %id, "resume refused: wrong token");
                 rejected(Rejection::WrongResumeToken(id))
@@ -359,6 +469,80 @@ impl IngestService {
                 session: id,
                 holder,
             }),
+        }
+    }
+
+    /// Resumes a session this replica does not have, from the shared store: another replica
+    /// started it, and its connection (or the replica) went away.
+    async fn resume_shared(
+        &self,
+        shared: Arc<dyn SessionStore>,
+        connection: &mut Connection,
+        id: SessionId,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<ServerMessage, HandleClientMessageError> {
+        let store_error = |action| {
+            move |source| HandleClientMessageError::SessionStore {
+                session: id,
+                action,
+                source,
+            }
+        };
+        let Some(snapshot) = shared.load(id).await.map_err(store_error("read from"))? else {
+            return Ok(ServerMessage::Rejected(Rejection::SessionNotFound(id)));
+        };
+        let mut session = Session::restore(snapshot);
+        let holder = session.recording_start().connection;
+        match session.resume(token, connection.id(), now, self.config.resume_grace) {
+            Ok(()) => {}
+            Err(ResumeError::WrongToken) => {
+                tracing::warn!(session_id = %id, "resume refused: wrong token");
+                return Ok(ServerMessage::Rejected(Rejection::WrongResumeToken(id)));
+            }
+            Err(ResumeError::Expired) => {
+                return Ok(ServerMessage::Rejected(Rejection::SessionExpired(id)));
+            }
+        }
+        let recording = session.recording();
+        // The sink's answer is the truth about what was stored: the snapshot may predate
+        // chunks the other replica acknowledged before it went away.
+        let stored = self
+            .sink
+            .continue_recording(session.recording_start())
+            .await
+            .map_err(|source| HandleClientMessageError::Recording {
+                recording,
+                action: "continued",
+                source,
+            })?;
+        session.catch_up(stored);
+        shared
+            .save(session.snapshot(), SessionHolder::Attached)
+            .await
+            .map_err(store_error("saved in"))?;
+        self.sessions.attach(&session, connection.id());
+        tracing::info!(session_id = %id, %recording, previous_connection = %holder, last_seq = ?session.last_seq(), "session resumed from another replica");
+        let info = self.info(&session);
+        connection.adopt(session);
+        Ok(ServerMessage::SessionResumed(info))
+    }
+
+    /// Parks a detached session for a resume, finishing the oldest parked one when too many
+    /// wait.
+    async fn repark(&self, session: Session, now: Timestamp) {
+        if let Some(evicted) = self.sessions.park(session, self.config.max_parked_sessions) {
+            tracing::warn!(session_id = %evicted.id(), max = self.config.max_parked_sessions, "too many sessions waiting to be resumed: finishing the oldest");
+            self.finish(evicted, SessionEnding::Evicted, now).await;
+        }
+    }
+
+    async fn forget_shared(&self, session: &Session) {
+        if let Some(shared) = &self.shared {
+            let holder = session.recording_start().connection;
+            if let Err(error) = shared.forget(session.id(), holder).await {
+                tracing::warn!(session_id = %session.id(), error = %error, cause = ?std::error::Error::source(&error), "finished session could not be removed from the shared store; it expires there by itself");
+            }
         }
     }
 
@@ -381,11 +565,14 @@ impl IngestService {
             Some(mut session) if session.is_declared() => {
                 session.detach(now);
                 tracing::info!(session_id = %session.id(), grace_secs = self.config.resume_grace.as_secs(), "session parked for resume");
-                if let Some(evicted) = self.sessions.park(session, self.config.max_parked_sessions)
+                if let Some(shared) = &self.shared
+                    && let Err(error) = shared.save(session.snapshot(), SessionHolder::Parked).await
                 {
-                    tracing::warn!(session_id = %evicted.id(), max = self.config.max_parked_sessions, "too many sessions waiting to be resumed: finishing the oldest");
-                    self.finish(evicted, SessionEnding::Evicted, now).await;
+                    // Still resumable here; another replica would resume it from the state
+                    // saved at its start, caught up by the sink.
+                    tracing::warn!(session_id = %session.id(), error = %error, cause = ?std::error::Error::source(&error), "parked session could not be saved in the shared store");
                 }
+                self.repark(session, now).await;
                 Ok(())
             }
             Some(session) if recording_open => {
@@ -437,6 +624,7 @@ impl IngestService {
     }
 
     async fn finish(&self, session: Session, ending: SessionEnding, now: Timestamp) {
+        self.forget_shared(&session).await;
         let end = session.finish(ending, now);
         let recording = end.recording;
         if let Err(error) = self.sink.close(end).await {
@@ -450,13 +638,39 @@ impl IngestService {
     /// [`ReportError::Store`] when connections cannot be counted.
     pub async fn health(&self) -> Result<HealthReport, ReportError> {
         let connections = self.store.count().await?;
+        let cluster = self.cluster().await;
         let uptime = self.clock.monotonic().saturating_sub(self.started);
         Ok(HealthReport {
             at: self.clock.now(),
             uptime,
             connections,
             version: self.config.version,
+            cluster,
         })
+    }
+
+    /// Whether new clients should be sent here: the connection store (shared or not) and the
+    /// audio sink both answer.
+    ///
+    /// # Errors
+    /// [`ReadinessError`] naming the first that does not.
+    pub async fn readiness(&self) -> Result<(), ReadinessError> {
+        self.store.count().await?;
+        self.store.cluster().await?;
+        self.sink.check().await?;
+        Ok(())
+    }
+
+    /// Every replica's counts; a shared store that does not answer is reported, not an
+    /// error: this replica's own counts are still true.
+    async fn cluster(&self) -> Option<ClusterReport> {
+        match self.store.cluster().await {
+            Ok(view) => view.map(ClusterReport::Seen),
+            Err(error) => {
+                tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "cluster counts unavailable");
+                Some(ClusterReport::Unreachable)
+            }
+        }
     }
 
     /// The status report: open connections and parked sessions.
@@ -465,10 +679,12 @@ impl IngestService {
     /// [`ReportError::Store`] when connections cannot be counted.
     pub async fn status(&self) -> Result<StatusReport, ReportError> {
         let active_connections = self.store.count().await?;
+        let cluster = self.cluster().await;
         Ok(StatusReport {
             at: self.clock.now(),
             active_connections,
             parked_sessions: self.sessions.parked(),
+            cluster,
         })
     }
 

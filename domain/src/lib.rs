@@ -42,5 +42,6 @@ pub use rate::{RateLimit, TokenBucket};
 pub use recording::{RecordingEnd, RecordingStart, SessionEnding};
 pub use session::{
     Admission, AudioTotals, MAX_GAPS, MAX_SEQ, ResumeError, ResumeToken, SeqGap, Session,
+    SessionSnapshot, StoredProgress,
 };
 pub use time::{Stamped, Timestamp};

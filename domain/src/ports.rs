@@ -9,8 +9,9 @@ use async_trait::async_trait;
 
 use crate::audio::AudioChunk;
 use crate::connection::ConnectionInfo;
-use crate::ids::{ConnectionId, RecordingId};
+use crate::ids::{ConnectionId, RecordingId, SessionId};
 use crate::recording::{RecordingEnd, RecordingStart};
+use crate::session::{SessionSnapshot, StoredProgress};
 use crate::time::Timestamp;
 
 /// A boxed cause, so that adapters can keep the error chain of their technology without the
@@ -54,6 +55,67 @@ pub trait ConnectionStore: Send + Sync + 'static {
     /// # Errors
     /// MUST return [`StoreError::Unavailable`] if the store cannot be reached.
     async fn count(&self) -> Result<usize, StoreError>;
+
+    /// What every replica sharing this store holds, for a store that is shared; `None` for a
+    /// store of this process alone.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] if the shared store cannot be reached.
+    async fn cluster(&self) -> Result<Option<ClusterView>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// The replicas sharing a connection store, as the store last heard from each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This replica's id in the store.
+    pub replica: String,
+    /// Replicas alive (heard from within the store's time to live), this one included.
+    pub replicas: usize,
+    /// Open connections on all of them.
+    pub connections: usize,
+    /// Declared sessions they hold, on a connection or waiting for a resume.
+    pub sessions: usize,
+}
+
+/// Who holds a shared session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionHolder {
+    /// The connection in the snapshot streams it now.
+    Attached,
+    /// Its connection went away; it waits for a resume.
+    Parked,
+}
+
+/// Keeps the resume state of declared sessions where every replica can read it, so that a
+/// client whose replica went away can resume on another one.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores the session's state. `Attached` always wins (a resume took the session over);
+    /// `Parked` is stored only while the snapshot's connection is still the recorded holder,
+    /// so a replica that lost the session cannot overwrite the one that took it.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] if the store cannot be reached.
+    async fn save(
+        &self,
+        snapshot: SessionSnapshot,
+        holder: SessionHolder,
+    ) -> Result<(), StoreError>;
+
+    /// The state of session `id`, if the store has it.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] if the store cannot be reached.
+    async fn load(&self, id: SessionId) -> Result<Option<SessionSnapshot>, StoreError>;
+
+    /// Forgets a finished session, if `connection` still holds it.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] if the store cannot be reached.
+    async fn forget(&self, id: SessionId, connection: ConnectionId) -> Result<(), StoreError>;
 }
 
 /// Tells the time. Synchronous: reading a clock never waits.
@@ -76,6 +138,12 @@ pub enum SinkError {
     /// The sink cannot take audio now (storage full, backend unreachable, I/O failure).
     #[error("audio sink unavailable")]
     Unavailable(#[source] Cause),
+    /// Another process continued the recording: this one may no longer write to it.
+    #[error("recording {0} was taken over by another replica")]
+    Superseded(RecordingId),
+    /// The sink keeps recordings where only the process that began one can continue it.
+    #[error("this audio sink cannot continue recording {0}, which another process began")]
+    CannotContinue(RecordingId),
 }
 
 /// Keeps or forwards the audio of each recording, in order.
@@ -113,6 +181,25 @@ pub trait AudioSink: Send + Sync + 'static {
     /// MUST return [`SinkError::UnknownRecording`] for a recording not open, and
     /// [`SinkError::Unavailable`] if durability could not be ensured.
     async fn commit(&self, recording: RecordingId) -> Result<(), SinkError>;
+
+    /// Continues a recording another process began (a resume on another replica), returning
+    /// what the sink already holds of it. From then on, that process's writes to it fail with
+    /// [`SinkError::Superseded`], so no chunk is stored twice or out of order.
+    ///
+    /// # Errors
+    /// [`SinkError::CannotContinue`] (the default) for a sink whose recordings only their own
+    /// process can continue, [`SinkError::Unavailable`] if the sink cannot be reached.
+    async fn continue_recording(&self, start: RecordingStart) -> Result<StoredProgress, SinkError> {
+        Err(SinkError::CannotContinue(start.recording))
+    }
+
+    /// Whether the sink can take audio now, for readiness probes.
+    ///
+    /// # Errors
+    /// [`SinkError::Unavailable`] when it cannot.
+    async fn check(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 
     /// Finishes a recording: everything written is flushed and the recording is complete.
     ///

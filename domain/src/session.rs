@@ -24,6 +24,11 @@ impl ResumeToken {
         Self(uuid::Uuid::new_v4().simple().to_string())
     }
 
+    /// A token as a session store kept it.
+    pub fn from_stored(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
     /// The token's text, to hand to the client.
     pub fn reveal(&self) -> &str {
         &self.0
@@ -110,6 +115,50 @@ pub enum ResumeError {
     /// The socket dropped longer ago than the grace period; the recording has been finished.
     #[error("the session can no longer be resumed: its grace period has passed")]
     Expired,
+}
+
+/// Everything needed to take a declared session over on another replica: what
+/// [`Session::snapshot`] exports and [`Session::restore`] rebuilds, for a shared session store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    /// The session.
+    pub id: SessionId,
+    /// Its recording.
+    pub recording: RecordingId,
+    /// The resume token.
+    pub token: ResumeToken,
+    /// The declared format.
+    pub format: AudioFormat,
+    /// What the client attached to the session.
+    pub metadata: Option<ClientValue>,
+    /// The connection holding it, or that held it last.
+    pub connection: ConnectionId,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// The first sequence number stored.
+    pub first_seq: Option<u64>,
+    /// The highest sequence number stored.
+    pub last_seq: Option<u64>,
+    /// What was stored.
+    pub totals: AudioTotals,
+    /// Numbers skipped so far.
+    pub gaps: Vec<SeqGap>,
+    /// Duplicates acknowledged so far.
+    pub duplicates: u64,
+    /// When its connection went away, if it is waiting for a resume.
+    pub detached_at: Option<Timestamp>,
+}
+
+/// What a sink already holds of a recording it continues: the truth about what was stored,
+/// which a snapshot taken earlier may lag behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredProgress {
+    /// The first sequence number stored.
+    pub first_seq: Option<u64>,
+    /// The highest sequence number stored.
+    pub last_seq: Option<u64>,
+    /// What was stored.
+    pub totals: AudioTotals,
 }
 
 /// One audio session.
@@ -314,6 +363,73 @@ impl Session {
         self.detached_at = None;
         self.connection = connection;
         Ok(())
+    }
+
+    /// The state another replica needs to take the session over.
+    pub fn snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot {
+            id: self.id,
+            recording: self.recording,
+            token: self.token.clone(),
+            format: self.format,
+            metadata: self.metadata.clone(),
+            connection: self.connection,
+            started_at: self.started_at,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            totals: self.totals,
+            gaps: self.gaps.clone(),
+            duplicates: self.duplicates,
+            detached_at: self.detached_at,
+        }
+    }
+
+    /// Rebuilds a declared session from a snapshot (only declared sessions can be resumed,
+    /// so only they are ever shared).
+    pub fn restore(snapshot: SessionSnapshot) -> Self {
+        let SessionSnapshot {
+            id,
+            recording,
+            token,
+            format,
+            metadata,
+            connection,
+            started_at,
+            first_seq,
+            last_seq,
+            totals,
+            mut gaps,
+            duplicates,
+            detached_at,
+        } = snapshot;
+        gaps.truncate(MAX_GAPS);
+        Self {
+            id,
+            recording,
+            token,
+            format,
+            declared: true,
+            metadata,
+            connection,
+            started_at,
+            first_seq,
+            last_seq,
+            totals,
+            gaps,
+            duplicates,
+            detached_at,
+        }
+    }
+
+    /// Brings the session up to what the sink holds: chunks acknowledged after the snapshot
+    /// was taken are counted, so that they are recognised as duplicates when resent. What
+    /// the sink holds wins over an older snapshot, never the other way round.
+    pub fn catch_up(&mut self, stored: StoredProgress) {
+        if stored.last_seq > self.last_seq {
+            self.first_seq = self.first_seq.or(stored.first_seq);
+            self.last_seq = stored.last_seq;
+            self.totals = stored.totals;
+        }
     }
 
     /// What a sink needs to finish the recording, were the session to end now; the session
@@ -571,6 +687,63 @@ mod tests {
             ),
             Err(ResumeError::Expired)
         );
+    }
+
+    #[test]
+    fn a_restored_snapshot_is_the_same_session() {
+        let mut session = session();
+        store(&mut session, Some(3));
+        store(&mut session, Some(6));
+        store(&mut session, Some(6));
+        session.detach(T0);
+        let snapshot = session.snapshot();
+
+        let restored = Session::restore(snapshot.clone());
+
+        assert_eq!(restored.snapshot(), snapshot);
+        assert!(restored.is_declared());
+        assert_eq!(restored.admit(Some(6)), Admission::Duplicate { seq: 6 });
+        assert_eq!(restored.admit(Some(4)), Admission::Late { seq: 4 });
+    }
+
+    #[test]
+    fn catching_up_counts_what_the_sink_stored_after_the_snapshot() {
+        let mut session = session();
+        let stored = StoredProgress {
+            first_seq: Some(1),
+            last_seq: Some(9),
+            totals: AudioTotals {
+                bytes: 28_800,
+                chunks: 9,
+            },
+        };
+
+        session.catch_up(stored);
+
+        assert_eq!(session.last_seq(), Some(9));
+        assert_eq!(session.totals().chunks, 9);
+        assert_eq!(session.admit(Some(9)), Admission::Duplicate { seq: 9 });
+        assert_eq!(
+            session.admit(Some(10)),
+            Admission::Store { seq: 10, gap: None }
+        );
+    }
+
+    #[test]
+    fn catching_up_never_moves_a_session_back() {
+        let mut session = session();
+        store(&mut session, Some(1));
+        store(&mut session, Some(2));
+
+        session.catch_up(StoredProgress {
+            first_seq: Some(1),
+            last_seq: Some(1),
+            totals: AudioTotals::default(),
+        });
+        session.catch_up(StoredProgress::default());
+
+        assert_eq!(session.last_seq(), Some(2));
+        assert_eq!(session.totals().chunks, 2);
     }
 
     #[test]

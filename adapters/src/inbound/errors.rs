@@ -4,6 +4,7 @@
 
 use aimcs_application::{HandleClientMessageError, OpenConnectionError, ReportError};
 use aimcs_domain::Rejection;
+use aimcs_domain::ports::SinkError;
 use http::StatusCode;
 
 use crate::inbound::auth::AuthError;
@@ -240,8 +241,17 @@ pub fn rejection_code(rejection: &Rejection) -> ErrorCode {
 /// The code for a client message that could not be carried out.
 pub fn handle_error_code(error: &HandleClientMessageError) -> ErrorCode {
     match error {
+        HandleClientMessageError::Sink {
+            source: SinkError::Superseded(_),
+            ..
+        }
+        | HandleClientMessageError::Recording {
+            source: SinkError::Superseded(_),
+            ..
+        } => ErrorCode::Superseded,
         HandleClientMessageError::Sink { .. } => ErrorCode::AudioNotStored,
         HandleClientMessageError::Recording { .. } => ErrorCode::RecordingUnavailable,
+        HandleClientMessageError::SessionStore { .. } => ErrorCode::Unavailable,
         HandleClientMessageError::SessionHeld { .. } => ErrorCode::SessionInUse,
     }
 }

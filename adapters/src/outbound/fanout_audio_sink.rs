@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use aimcs_domain::ports::{AudioSink, SinkError};
 use aimcs_domain::{
     AudioChunk, AudioTotals, RecordingEnd, RecordingId, RecordingStart, SessionEnding,
+    StoredProgress,
 };
 use async_trait::async_trait;
 
@@ -113,6 +114,30 @@ impl AudioSink for FanoutAudioSink {
             }
         }
         outcome
+    }
+
+    /// Every sink must be able to continue; the progress reported is the least any of them
+    /// holds, so that what one sink lacks is resent (those that have it take it as a repeat).
+    async fn continue_recording(&self, start: RecordingStart) -> Result<StoredProgress, SinkError> {
+        let mut least: Option<StoredProgress> = None;
+        for sink in &self.sinks {
+            let progress = sink.continue_recording(start.clone()).await?;
+            if least.is_none_or(|least| progress.last_seq < least.last_seq) {
+                least = Some(progress);
+            }
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&start.recording);
+        Ok(least.unwrap_or_default())
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        for sink in &self.sinks {
+            sink.check().await?;
+        }
+        Ok(())
     }
 }
 

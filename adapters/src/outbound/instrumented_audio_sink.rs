@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aimcs_domain::ports::{AudioSink, SinkError};
-use aimcs_domain::{AudioChunk, RecordingEnd, RecordingId, RecordingStart};
+use aimcs_domain::{AudioChunk, RecordingEnd, RecordingId, RecordingStart, StoredProgress};
 use async_trait::async_trait;
 
 use crate::metrics;
@@ -78,5 +78,14 @@ impl AudioSink for InstrumentedAudioSink {
     async fn close(&self, end: RecordingEnd) -> Result<(), SinkError> {
         let result = self.inner.close(end).await;
         self.count_failure("close", result)
+    }
+
+    async fn continue_recording(&self, start: RecordingStart) -> Result<StoredProgress, SinkError> {
+        let result = self.inner.continue_recording(start).await;
+        self.count_failure("continue", result)
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.inner.check().await
     }
 }

@@ -5,11 +5,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aimcs_domain::ports::{MockAudioSink, MockClock, MockConnectionStore, SinkError, StoreError};
+use aimcs_domain::ports::{
+    MockAudioSink, MockClock, MockConnectionStore, MockSessionStore, SinkError, StoreError,
+};
 use aimcs_domain::{
     AudioChunk, AudioFormat, AudioMessage, AudioPayload, AudioTotals, ChatRequest, ClientMessage,
     ClientValue, ConnectionId, Encoding, FormatRequest, RecordingEnd, Rejection, SampleEncoding,
-    SeqGap, ServerMessage, SessionEnding, SessionInfo, Stamped, Timestamp,
+    SeqGap, ServerMessage, SessionEnding, SessionInfo, SessionSnapshot, Stamped, StoredProgress,
+    Timestamp,
 };
 use mockall::predicate::{always, eq};
 
@@ -73,6 +76,15 @@ fn accepting_sink() -> MockAudioSink {
     sink.expect_write().returning(|_, _, _| Ok(()));
     sink.expect_commit().returning(|_| Ok(()));
     sink.expect_close().returning(|_| Ok(()));
+    sink
+}
+
+/// A sink that accepts everything and keeps recordings only this process can continue,
+/// as the file sink does.
+fn local_only_sink() -> MockAudioSink {
+    let mut sink = accepting_sink();
+    sink.expect_continue_recording()
+        .returning(|start| Err(SinkError::CannotContinue(start.recording)));
     sink
 }
 
@@ -718,6 +730,7 @@ async fn a_resume_with_the_wrong_token_is_refused_and_the_session_stays_parked()
     store.expect_register().returning(|_| Ok(()));
     store.expect_remove().returning(|_| Ok(()));
     store.expect_count().returning(|| Ok(0));
+    store.expect_cluster().returning(|| Ok(None));
     let service = service(store, accepting_sink());
     let (first, info) = started(&service).await;
     service
@@ -978,6 +991,7 @@ async fn health_reports_uptime_connections_and_version() {
     // Arrange: the service starts at monotonic 100 s and is asked at 112.5 s.
     let mut store = MockConnectionStore::new();
     store.expect_count().times(1).returning(|| Ok(7));
+    store.expect_cluster().returning(|| Ok(None));
     let mut clock = MockClock::new();
     clock.expect_now().return_const(T0);
     let mut readings = vec![Duration::from_millis(112_500), Duration::from_secs(100)];
@@ -1002,7 +1016,8 @@ async fn health_reports_uptime_connections_and_version() {
             at: T0,
             uptime: Duration::from_millis(12_500),
             connections: 7,
-            version: "1.0.0"
+            version: "1.0.0",
+            cluster: None
         }
     );
 }
@@ -1023,6 +1038,7 @@ async fn reports_fail_when_connections_cannot_be_counted() {
 async fn status_reports_active_connections() {
     let mut store = MockConnectionStore::new();
     store.expect_count().times(1).returning(|| Ok(3));
+    store.expect_cluster().returning(|| Ok(None));
     let service = service(store, MockAudioSink::new());
 
     let status = service.status().await.unwrap();
@@ -1032,7 +1048,8 @@ async fn status_reports_active_connections() {
         StatusReport {
             at: T0,
             active_connections: 3,
-            parked_sessions: 0
+            parked_sessions: 0,
+            cluster: None
         }
     );
 }
@@ -1050,4 +1067,700 @@ async fn chat_echoes_the_message_with_its_context_and_distinct_ids() {
         (T0, "Echo: Hello!", context)
     );
     assert_ne!(first.value.id, second.value.id);
+}
+
+// === sessions shared between replicas ===
+
+const PCM: AudioFormat = AudioFormat::Samples {
+    encoding: SampleEncoding::PcmS16le,
+    sample_rate: 16_000,
+    channels: 1,
+};
+
+fn down() -> StoreError {
+    StoreError::Unavailable("down".into())
+}
+
+fn millis_before_t0(millis: i64) -> Timestamp {
+    Timestamp::from_unix_millis(T0.unix_millis() - millis)
+}
+
+/// Every save a session store is asked for, in order; each is accepted.
+fn saves(shared: &mut MockSessionStore) -> Arc<Mutex<Vec<(SessionSnapshot, SessionHolder)>>> {
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&saved);
+    shared.expect_save().returning(move |snapshot, holder| {
+        log.lock().unwrap().push((snapshot, holder));
+        Ok(())
+    });
+    saved
+}
+
+/// A session store that takes every save and forget.
+fn accepting_shared() -> MockSessionStore {
+    let mut shared = MockSessionStore::new();
+    shared.expect_save().returning(|_, _| Ok(()));
+    shared.expect_forget().returning(|_, _| Ok(()));
+    shared
+}
+
+/// A session store holding `snapshot` and no other session.
+fn sharing(snapshot: SessionSnapshot) -> MockSessionStore {
+    let mut shared = MockSessionStore::new();
+    shared
+        .expect_load()
+        .with(eq(snapshot.id))
+        .returning(move |_| Ok(Some(snapshot.clone())));
+    shared
+}
+
+fn shared_service(
+    store: MockConnectionStore,
+    sink: MockAudioSink,
+    shared: MockSessionStore,
+) -> IngestService {
+    service(store, sink).with_session_store(Arc::new(shared))
+}
+
+/// A session another replica started, stored chunks 1 and 2 of, and parked at `detached_at`.
+fn parked_elsewhere(detached_at: Timestamp) -> SessionSnapshot {
+    let mut session =
+        Session::declared(PCM, None, ConnectionId::random(), millis_before_t0(60_000));
+    session.record(1, None, 3_200);
+    session.record(2, None, 3_200);
+    session.detach(detached_at);
+    session.snapshot()
+}
+
+fn resume_of(snapshot: &SessionSnapshot, token: &str) -> ClientMessage {
+    ClientMessage::SessionResume {
+        session: snapshot.id,
+        token: token.into(),
+        last_acked_seq: snapshot.last_seq,
+    }
+}
+
+fn reporting_store(
+    cluster: fn() -> Result<Option<ClusterView>, StoreError>,
+) -> MockConnectionStore {
+    let mut store = MockConnectionStore::new();
+    store.expect_count().returning(|| Ok(2));
+    store.expect_cluster().returning(cluster);
+    store
+}
+
+fn three_replicas() -> ClusterView {
+    ClusterView {
+        replica: "replica-a".into(),
+        replicas: 3,
+        connections: 12,
+        sessions: 5,
+    }
+}
+
+#[tokio::test]
+async fn a_declared_session_is_saved_in_the_shared_store_as_attached_when_it_starts() {
+    let mut shared = MockSessionStore::new();
+    let saved = saves(&mut shared);
+    let service = shared_service(accepting_store(), accepting_sink(), shared);
+
+    let (connection, info) = started(&service).await;
+
+    let saved = saved.lock().unwrap();
+    let [(snapshot, holder)] = saved.as_slice() else {
+        panic!("{saved:?}")
+    };
+    assert_eq!(
+        (snapshot.id, snapshot.recording, snapshot.connection),
+        (info.session, info.recording, connection.id())
+    );
+    assert_eq!(
+        (*holder, snapshot.detached_at, snapshot.token.reveal()),
+        (SessionHolder::Attached, None, info.resume_token.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_session_the_shared_store_cannot_save_is_refused_and_its_recording_finished_as_failed() {
+    // Arrange
+    let mut sink = MockAudioSink::new();
+    let opened_recordings = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&opened_recordings);
+    sink.expect_open().times(1).returning(move |start| {
+        log.lock().unwrap().push(start.recording);
+        Ok(())
+    });
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&closed);
+    sink.expect_close().times(1).returning(move |end| {
+        log.lock()
+            .unwrap()
+            .push((end.session, end.recording, end.ending));
+        Ok(())
+    });
+    let mut shared = MockSessionStore::new();
+    shared.expect_save().returning(|_, _| Err(down()));
+    let service = shared_service(accepting_store(), sink, shared);
+    let mut connection = opened(&service).await;
+
+    // Act
+    let result = service
+        .handle_client_message(&mut connection, pcm_start())
+        .await;
+
+    // Assert
+    let Err(HandleClientMessageError::SessionStore {
+        session,
+        action: "saved in",
+        source: StoreError::Unavailable(_),
+    }) = result
+    else {
+        panic!("{result:?}")
+    };
+    assert_eq!(
+        *closed.lock().unwrap(),
+        [(
+            session,
+            opened_recordings.lock().unwrap()[0],
+            SessionEnding::Failed
+        )]
+    );
+    assert!(connection.session().is_none());
+}
+
+#[tokio::test]
+async fn a_session_this_replica_does_not_have_is_resumed_from_the_shared_store_where_the_sink_left_it()
+ {
+    // Arrange: the other replica acknowledged chunks 3 and 4 after its last save.
+    let snapshot = parked_elsewhere(millis_before_t0(1_000));
+    let recording = snapshot.recording;
+    let stored = StoredProgress {
+        first_seq: Some(1),
+        last_seq: Some(4),
+        totals: AudioTotals {
+            bytes: 12_800,
+            chunks: 4,
+        },
+    };
+    let mut sink = MockAudioSink::new();
+    let continued = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&continued);
+    sink.expect_continue_recording()
+        .times(1)
+        .returning(move |start| {
+            log.lock()
+                .unwrap()
+                .push((start.recording, start.connection));
+            Ok(stored)
+        });
+    sink.expect_write().never();
+    let mut shared = sharing(snapshot.clone());
+    let saved = saves(&mut shared);
+    let service = shared_service(accepting_store(), sink, shared);
+    let mut connection = opened(&service).await;
+
+    // Act
+    let reply = ask(
+        &service,
+        &mut connection,
+        resume_of(&snapshot, snapshot.token.reveal()),
+    )
+    .await;
+
+    // Assert
+    let ServerMessage::SessionResumed(info) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        (info.session, info.recording, info.last_seq, info.totals),
+        (snapshot.id, recording, Some(4), stored.totals)
+    );
+    assert_eq!(*continued.lock().unwrap(), [(recording, connection.id())]);
+    let saved = saved.lock().unwrap().clone();
+    let [(resumed, holder)] = saved.as_slice() else {
+        panic!("{saved:?}")
+    };
+    assert_eq!(
+        (
+            resumed.connection,
+            resumed.last_seq,
+            resumed.detached_at,
+            *holder
+        ),
+        (connection.id(), Some(4), None, SessionHolder::Attached)
+    );
+    let ServerMessage::AudioReceived {
+        progress: Some(progress),
+        ..
+    } = ask(&service, &mut connection, audio(b"dd", Some(4))).await
+    else {
+        panic!("an ack")
+    };
+    assert!(
+        progress.duplicate,
+        "a chunk the other replica stored is not written again"
+    );
+}
+
+#[tokio::test]
+async fn a_shared_resume_with_the_wrong_token_is_refused_before_the_sink_or_the_store_is_changed() {
+    let snapshot = parked_elsewhere(millis_before_t0(1_000));
+    let mut sink = MockAudioSink::new();
+    sink.expect_continue_recording().never();
+    let mut shared = sharing(snapshot.clone());
+    shared.expect_save().never();
+    let service = shared_service(accepting_store(), sink, shared);
+    let mut connection = opened(&service).await;
+
+    let reply = ask(
+        &service,
+        &mut connection,
+        resume_of(&snapshot, "0123456789abcdef0123456789abcdef"),
+    )
+    .await;
+
+    assert_eq!(
+        reply,
+        ServerMessage::Rejected(Rejection::WrongResumeToken(snapshot.id))
+    );
+    assert!(connection.session().is_none());
+}
+
+#[tokio::test]
+async fn a_shared_resume_after_the_grace_period_is_refused_without_touching_the_sink() {
+    let snapshot = parked_elsewhere(millis_before_t0(GRACE.as_millis() as i64 + 1));
+    let mut sink = MockAudioSink::new();
+    sink.expect_continue_recording().never();
+    sink.expect_close().never();
+    let mut shared = sharing(snapshot.clone());
+    shared.expect_save().never();
+    let service = shared_service(accepting_store(), sink, shared);
+    let mut connection = opened(&service).await;
+
+    let reply = ask(
+        &service,
+        &mut connection,
+        resume_of(&snapshot, snapshot.token.reveal()),
+    )
+    .await;
+
+    assert_eq!(
+        reply,
+        ServerMessage::Rejected(Rejection::SessionExpired(snapshot.id))
+    );
+}
+
+#[tokio::test]
+async fn a_shared_session_the_sink_cannot_continue_is_reported_and_not_saved() {
+    let snapshot = parked_elsewhere(millis_before_t0(1_000));
+    let mut sink = MockAudioSink::new();
+    sink.expect_continue_recording()
+        .returning(|start| Err(SinkError::CannotContinue(start.recording)));
+    let mut shared = sharing(snapshot.clone());
+    shared.expect_save().never();
+    let service = shared_service(accepting_store(), sink, shared);
+    let mut connection = opened(&service).await;
+
+    let result = service
+        .handle_client_message(
+            &mut connection,
+            resume_of(&snapshot, snapshot.token.reveal()),
+        )
+        .await;
+
+    assert!(
+        matches!(
+            result,
+            Err(HandleClientMessageError::Recording {
+                recording,
+                action: "continued",
+                source: SinkError::CannotContinue(_),
+            }) if recording == snapshot.recording
+        ),
+        "{result:?}"
+    );
+    assert!(connection.session().is_none());
+}
+
+#[tokio::test]
+async fn a_resume_of_a_session_neither_this_replica_nor_the_shared_store_has_is_refused() {
+    let id = aimcs_domain::SessionId::random();
+    let mut shared = MockSessionStore::new();
+    shared
+        .expect_load()
+        .with(eq(id))
+        .times(1)
+        .returning(|_| Ok(None));
+    let service = shared_service(accepting_store(), MockAudioSink::new(), shared);
+    let mut connection = opened(&service).await;
+
+    let reply = ask(
+        &service,
+        &mut connection,
+        ClientMessage::SessionResume {
+            session: id,
+            token: "x".into(),
+            last_acked_seq: None,
+        },
+    )
+    .await;
+
+    assert_eq!(
+        reply,
+        ServerMessage::Rejected(Rejection::SessionNotFound(id))
+    );
+}
+
+#[tokio::test]
+async fn a_resume_the_shared_store_cannot_answer_is_reported() {
+    let id = aimcs_domain::SessionId::random();
+    let mut shared = MockSessionStore::new();
+    shared.expect_load().returning(|_| Err(down()));
+    let service = shared_service(accepting_store(), MockAudioSink::new(), shared);
+    let mut connection = opened(&service).await;
+
+    let result = service
+        .handle_client_message(
+            &mut connection,
+            ClientMessage::SessionResume {
+                session: id,
+                token: "x".into(),
+                last_acked_seq: None,
+            },
+        )
+        .await;
+
+    assert!(
+        matches!(
+            result,
+            Err(HandleClientMessageError::SessionStore {
+                session,
+                action: "read from",
+                ..
+            }) if session == id
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_session_whose_connection_closes_is_saved_in_the_shared_store_as_parked() {
+    // Arrange: parking must not finish the recording.
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_close().never();
+    let mut shared = MockSessionStore::new();
+    let saved = saves(&mut shared);
+    let (service, now) = service_with_clock(accepting_store(), sink);
+    let service = service.with_session_store(Arc::new(shared));
+    let (connection, info) = started(&service).await;
+    let holder = connection.id();
+    now.fetch_add(1_000, Ordering::SeqCst);
+
+    // Act
+    service
+        .close_connection(connection, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
+
+    // Assert
+    let saved = saved.lock().unwrap();
+    let [_, (parked, SessionHolder::Parked)] = saved.as_slice() else {
+        panic!("{saved:?}")
+    };
+    assert_eq!(
+        (parked.id, parked.connection, parked.detached_at),
+        (
+            info.session,
+            holder,
+            Some(Timestamp::from_unix_millis(T0.unix_millis() + 1_000))
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_parked_session_the_shared_store_cannot_save_still_closes_and_stays_resumable_here() {
+    let mut shared = MockSessionStore::new();
+    shared.expect_save().returning(|_, holder| match holder {
+        SessionHolder::Attached => Ok(()),
+        SessionHolder::Parked => Err(down()),
+    });
+    shared.expect_load().never();
+    let service = shared_service(accepting_store(), local_only_sink(), shared);
+    let (first, info) = started(&service).await;
+
+    let closed = service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await;
+    let mut second = opened(&service).await;
+    let reply = ask(&service, &mut second, resume(&info, &info.resume_token)).await;
+
+    assert!(closed.is_ok(), "{closed:?}");
+    assert!(
+        matches!(reply, ServerMessage::SessionResumed(ref resumed) if resumed.session == info.session),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn ending_a_session_forgets_it_in_the_shared_store_for_the_connection_that_holds_it() {
+    // Arrange: the session moved to a second connection, which is the holder the store knows.
+    let mut shared = MockSessionStore::new();
+    shared.expect_save().returning(|_, _| Ok(()));
+    let forgotten = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&forgotten);
+    shared
+        .expect_forget()
+        .times(1)
+        .returning(move |id, holder| {
+            log.lock().unwrap().push((id, holder));
+            Ok(())
+        });
+    let service = shared_service(accepting_store(), local_only_sink(), shared);
+    let (first, info) = started(&service).await;
+    service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
+    let mut second = opened(&service).await;
+    ask(&service, &mut second, resume(&info, &info.resume_token)).await;
+
+    // Act
+    let reply = ask(&service, &mut second, ClientMessage::SessionEnd).await;
+
+    // Assert
+    assert!(matches!(reply, ServerMessage::SessionEnded(_)), "{reply:?}");
+    assert_eq!(*forgotten.lock().unwrap(), [(info.session, second.id())]);
+}
+
+#[tokio::test]
+async fn a_write_superseded_by_another_replica_takes_the_session_off_the_connection() {
+    // Arrange
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write()
+        .times(1)
+        .returning(|recording, _, _| Err(SinkError::Superseded(recording)));
+    let service = shared_service(accepting_store(), sink, accepting_shared());
+    let (mut connection, info) = started(&service).await;
+
+    // Act
+    let result = service
+        .handle_client_message(&mut connection, audio(b"aa", Some(1)))
+        .await;
+
+    // Assert
+    assert!(
+        matches!(
+            result,
+            Err(HandleClientMessageError::Sink {
+                recording,
+                seq: 1,
+                source: SinkError::Superseded(_),
+            }) if recording == info.recording
+        ),
+        "{result:?}"
+    );
+    assert!(connection.session().is_none());
+    assert_eq!(
+        ask(&service, &mut connection, audio(b"bb", Some(2))).await,
+        ServerMessage::Rejected(Rejection::NoActiveSession)
+    );
+}
+
+#[tokio::test]
+async fn a_session_superseded_by_another_replica_is_no_longer_held_here() {
+    // Arrange: a resume must be looked up in the shared store, not refused as held here.
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write()
+        .returning(|recording, _, _| Err(SinkError::Superseded(recording)));
+    let mut shared = accepting_shared();
+    shared.expect_load().times(1).returning(|_| Ok(None));
+    let service = shared_service(accepting_store(), sink, shared);
+    let (mut first, info) = started(&service).await;
+    let superseded = service
+        .handle_client_message(&mut first, audio(b"aa", Some(1)))
+        .await;
+    let mut second = opened(&service).await;
+
+    // Act
+    let result = service
+        .handle_client_message(&mut second, resume(&info, &info.resume_token))
+        .await;
+
+    // Assert
+    assert!(superseded.is_err());
+    assert!(
+        matches!(
+            result,
+            Ok(Stamped {
+                value: ServerMessage::Rejected(Rejection::SessionNotFound(_)),
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_and_status_report_the_cluster_the_shared_store_sees() {
+    let service = service(
+        reporting_store(|| Ok(Some(three_replicas()))),
+        MockAudioSink::new(),
+    );
+
+    let health = service.health().await.unwrap();
+    let status = service.status().await.unwrap();
+
+    assert_eq!(health.cluster, Some(ClusterReport::Seen(three_replicas())));
+    assert_eq!(status.cluster, Some(ClusterReport::Seen(three_replicas())));
+}
+
+#[tokio::test]
+async fn a_cluster_the_shared_store_cannot_reach_is_reported_while_this_replicas_counts_still_are()
+{
+    let service = service(reporting_store(|| Err(down())), MockAudioSink::new());
+
+    let health = service.health().await;
+    let status = service.status().await;
+
+    let (Ok(health), Ok(status)) = (health, status) else {
+        panic!("reports must not fail for an unreachable cluster")
+    };
+    assert_eq!(
+        (health.connections, health.cluster),
+        (2, Some(ClusterReport::Unreachable))
+    );
+    assert_eq!(
+        (status.active_connections, status.cluster),
+        (2, Some(ClusterReport::Unreachable))
+    );
+}
+
+#[tokio::test]
+async fn a_store_of_this_process_alone_reports_no_cluster() {
+    let service = service(reporting_store(|| Ok(None)), MockAudioSink::new());
+
+    let health = service.health().await.unwrap();
+    let status = service.status().await.unwrap();
+
+    assert_eq!((health.cluster, status.cluster), (None, None));
+}
+
+#[tokio::test]
+async fn the_service_is_ready_when_the_store_and_the_sink_answer() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_check().times(1).returning(|| Ok(()));
+    let service = service(reporting_store(|| Ok(Some(three_replicas()))), sink);
+
+    let ready = service.readiness().await;
+
+    assert!(ready.is_ok(), "{ready:?}");
+}
+
+#[tokio::test]
+async fn the_service_is_not_ready_when_the_sink_cannot_take_audio() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_check().returning(|| Err(unavailable()));
+    let service = service(reporting_store(|| Ok(None)), sink);
+
+    let ready = service.readiness().await;
+
+    assert!(
+        matches!(ready, Err(ReadinessError::Sink(SinkError::Unavailable(_)))),
+        "{ready:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_service_is_not_ready_when_the_shared_store_does_not_answer() {
+    let mut sink = MockAudioSink::new();
+    sink.expect_check().returning(|| Ok(()));
+    let service = service(reporting_store(|| Err(down())), sink);
+
+    let ready = service.readiness().await;
+
+    assert!(
+        matches!(
+            ready,
+            Err(ReadinessError::Store(StoreError::Unavailable(_)))
+        ),
+        "{ready:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_resumed_where_it_was_parked_takes_its_recording_back_from_any_other_replica() {
+    let mut shared = MockSessionStore::new();
+    shared.expect_save().returning(|_, _| Ok(()));
+    let mut sink = accepting_sink();
+    sink.expect_continue_recording().times(1).returning(|_| {
+        Ok(StoredProgress {
+            first_seq: Some(1),
+            last_seq: Some(7),
+            totals: AudioTotals {
+                bytes: 70,
+                chunks: 7,
+            },
+        })
+    });
+    let service = shared_service(accepting_store(), sink, shared);
+    let (first, info) = started(&service).await;
+    service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
+    let mut second = opened(&service).await;
+
+    let reply = ask(&service, &mut second, resume(&info, &info.resume_token)).await;
+
+    assert!(
+        matches!(reply, ServerMessage::SessionResumed(ref resumed) if resumed.last_seq == Some(7)),
+        "another replica stored up to 7 meanwhile: {reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_parked_session_whose_recording_cannot_be_taken_back_stays_parked_for_a_retry() {
+    let mut shared = MockSessionStore::new();
+    shared.expect_save().returning(|_, _| Ok(()));
+    let mut sink = accepting_sink();
+    let mut calls = 0;
+    sink.expect_continue_recording()
+        .times(2)
+        .returning(move |_| {
+            calls += 1;
+            match calls {
+                1 => Err(unavailable()),
+                _ => Ok(StoredProgress::default()),
+            }
+        });
+    let service = shared_service(accepting_store(), sink, shared);
+    let (first, info) = started(&service).await;
+    service
+        .close_connection(first, SessionEnding::ConnectionClosed)
+        .await
+        .unwrap();
+    let mut second = opened(&service).await;
+
+    let failed = service
+        .handle_client_message(&mut second, resume(&info, &info.resume_token))
+        .await;
+    let retried = ask(&service, &mut second, resume(&info, &info.resume_token)).await;
+
+    assert!(
+        matches!(
+            failed,
+            Err(HandleClientMessageError::Recording {
+                action: "continued",
+                ..
+            })
+        ),
+        "{failed:?}"
+    );
+    assert!(
+        matches!(retried, ServerMessage::SessionResumed(_)),
+        "{retried:?}"
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aimcs_application::{HealthReport, IngestService, StatusReport};
+use aimcs_application::{ClusterReport, HealthReport, IngestService, StatusReport};
 use aimcs_domain::{ChatReply, Stamped, Timestamp};
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt as _};
@@ -48,6 +48,55 @@ pub(crate) struct HealthBody {
     /// The service's version.
     #[schema(value_type = String)]
     version: &'static str,
+    /// Every replica's counts; only with a shared (Redis) connection store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterBody>,
+}
+
+/// The replicas sharing the connection store. `connections` and `activeConnections` beside
+/// it keep the original's meaning: this replica's.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status":"ok","replica":"9f1c2a40e7b34c0d","replicas":2,"connections":7,"sessions":3}))]
+pub(crate) struct ClusterBody {
+    /// `ok`, or `unreachable` when the shared store does not answer (no counts then).
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
+    /// This replica's id in the shared store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<String>,
+    /// Replicas alive, this one included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    replicas: Option<usize>,
+    /// Open WebSocket connections on all replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    connections: Option<usize>,
+    /// Declared sessions held by all replicas, streaming or waiting for a resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    sessions: Option<usize>,
+}
+
+impl From<ClusterReport> for ClusterBody {
+    fn from(report: ClusterReport) -> Self {
+        match report {
+            ClusterReport::Seen(view) => Self {
+                status: "ok",
+                replica: Some(view.replica),
+                replicas: Some(view.replicas),
+                connections: Some(view.connections),
+                sessions: Some(view.sessions),
+            },
+            ClusterReport::Unreachable => Self {
+                status: "unreachable",
+                replica: None,
+                replicas: None,
+                connections: None,
+                sessions: None,
+            },
+        }
+    }
 }
 
 impl From<HealthReport> for HealthBody {
@@ -59,6 +108,7 @@ impl From<HealthReport> for HealthBody {
             uptime: report.uptime.as_micros() as f64 / 1e6,
             connections: report.connections,
             version: report.version,
+            cluster: report.cluster.map(ClusterBody::from),
         }
     }
 }
@@ -78,6 +128,9 @@ pub(crate) struct StatusBody {
     /// The original's four endpoints.
     #[schema(value_type = Vec<String>)]
     endpoints: [&'static str; 4],
+    /// Every replica's counts; only with a shared (Redis) connection store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterBody>,
 }
 
 impl From<StatusReport> for StatusBody {
@@ -87,6 +140,7 @@ impl From<StatusReport> for StatusBody {
             timestamp: to_iso(report.at),
             active_connections: report.active_connections,
             endpoints: ENDPOINTS,
+            cluster: report.cluster.map(ClusterBody::from),
         }
     }
 }
@@ -177,7 +231,7 @@ pub(super) async fn livez(method: Method) -> Response {
 }
 
 /// `/readyz`: whether new clients should be sent here: not while draining, not with every
-/// WebSocket slot taken, not while the connection store does not answer.
+/// WebSocket slot taken, not while the connection store or the audio sink does not answer.
 pub(super) async fn readyz(method: Method, readiness: Readiness) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return response::method_not_allowed(&method, "/readyz", "GET, HEAD");
@@ -186,8 +240,8 @@ pub(super) async fn readyz(method: Method, readiness: Readiness) -> Response {
         "draining"
     } else if readiness.ws_slots.available_permits() == 0 {
         "full"
-    } else if let Err(error) = readiness.service.health().await {
-        tracing::warn!(error = %error, "not ready: the connection store does not answer");
+    } else if let Err(error) = readiness.service.readiness().await {
+        tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "not ready");
         "unavailable"
     } else {
         "ready"

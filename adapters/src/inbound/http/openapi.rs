@@ -15,7 +15,9 @@
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::handlers::{ChatReplyBody, HealthBody, ProbeBody, SessionTokenBody, StatusBody};
+use super::handlers::{
+    ChatReplyBody, ClusterBody, HealthBody, ProbeBody, SessionTokenBody, StatusBody,
+};
 use super::response::ErrorBody;
 
 /// The document.
@@ -32,6 +34,7 @@ use super::response::ErrorBody;
     components(schemas(
         HealthBody,
         StatusBody,
+        ClusterBody,
         ChatRequest,
         ChatForm,
         ChatReplyBody,
@@ -176,7 +179,7 @@ async fn livez() {}
 #[utoipa::path(get, path = "/readyz", tag = "probes",
     responses(
         (status = 200, description = "Ready", body = ProbeBody),
-        (status = 503, description = "Draining, full, or the connection store does not answer", body = ProbeBody),
+        (status = 503, description = "Draining, full, or the connection store or audio sink does not answer", body = ProbeBody),
     ))]
 async fn readyz() {}
 

@@ -487,6 +487,11 @@ impl Task {
                 let code = handle_error_code(&error);
                 tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), code = code.as_str(), "client message failed");
                 self.send_error(code, &error.to_string());
+                if let Some(close) = code.close_code() {
+                    // The session went to another replica: this socket has nothing left to
+                    // stream to.
+                    return Err(Ending::Close(close, code.as_str().into()));
+                }
             }
         }
         Ok(())
