@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use aimcs_adapters::inbound::auth::{AuthConfigError, Authenticator};
 use aimcs_adapters::outbound::file_audio_sink::FileSinkError;
+use aimcs_adapters::outbound::redis::{ClusterSettings, RedisError, StreamSettings};
 use aimcs_adapters::outbound::{
     FanoutAudioSink, FileAudioSink, InMemoryConnectionStore, InstrumentedAudioSink, NullAudioSink,
-    SystemClock,
+    RedisConnectionStore, RedisPool, RedisStreamAudioSink, SystemClock,
 };
 use aimcs_adapters::{BindError, MetricsListener, RenderMetrics, Server, ShutdownReport};
 use aimcs_application::{IngestService, ServiceConfig};
-use aimcs_domain::ports::AudioSink;
+use aimcs_domain::ports::{AudioSink, ConnectionStore};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::settings::{Settings, SinkKind};
+use crate::settings::{Settings, SinkKind, StoreKind};
 
 /// The service's version, reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -46,6 +47,9 @@ pub enum StartupError {
     /// The recordings directory cannot be used.
     #[error("the file audio sink cannot start")]
     Recordings(#[from] FileSinkError),
+    /// Redis is configured and cannot be used.
+    #[error("Redis is configured (store or audio sink) and cannot be used")]
+    Redis(#[from] RedisError),
 }
 
 /// Adapters to use instead of the ones the settings name: for tests that need a sink with
@@ -62,6 +66,7 @@ pub struct App {
     service: Arc<IngestService>,
     local_addr: SocketAddr,
     file_sink: Option<Arc<FileAudioSink>>,
+    cluster: Option<Arc<RedisConnectionStore>>,
     metrics: Option<MetricsSetup>,
 }
 
@@ -104,6 +109,27 @@ impl App {
             }),
             false => None,
         };
+        let redis = match settings.uses_redis() {
+            true => {
+                let pool = RedisPool::connect(&settings.redis_settings()).await?;
+                tracing::info!(redis = %pool.target(), pool_size = settings.redis.pool_size, "connected to Redis");
+                Some(pool)
+            }
+            false => None,
+        };
+        let cluster = match (settings.store, &redis) {
+            (StoreKind::Redis, Some(pool)) => Some(
+                RedisConnectionStore::start(
+                    pool.clone(),
+                    ClusterSettings {
+                        replica_ttl: settings.redis.replica_ttl_secs.duration(),
+                        resume_grace: settings.sessions.resume_grace_secs.duration(),
+                    },
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let mut file_sink = None;
         let sink = match overrides.audio_sink {
             Some(sink) => sink,
@@ -116,6 +142,19 @@ impl App {
                             let sink = Arc::new(open_file_sink(settings)?);
                             file_sink = Some(Arc::clone(&sink));
                             sink
+                        }
+                        SinkKind::Redis => {
+                            let pool = redis.clone().expect("connected above: the sink uses Redis");
+                            Arc::new(RedisStreamAudioSink::new(
+                                pool,
+                                StreamSettings {
+                                    max_len: settings.redis.stream_max_len,
+                                    retention: Duration::from_secs(
+                                        settings.redis.stream_retention_secs,
+                                    ),
+                                    index_max_len: settings.redis.index_max_len,
+                                },
+                            ))
                         }
                     };
                     sinks.push(match settings.metrics.enabled {
@@ -134,12 +173,15 @@ impl App {
             resume_grace: settings.sessions.resume_grace_secs.duration(),
             max_parked_sessions: settings.sessions.max_parked as usize,
         };
-        let service = Arc::new(IngestService::new(
-            Arc::new(InMemoryConnectionStore::new()),
-            Arc::new(SystemClock::new()),
-            sink,
-            config,
-        ));
+        let store: Arc<dyn ConnectionStore> = match &cluster {
+            Some(cluster) => Arc::clone(cluster) as Arc<dyn ConnectionStore>,
+            None => Arc::new(InMemoryConnectionStore::new()),
+        };
+        let mut service = IngestService::new(store, Arc::new(SystemClock::new()), sink, config);
+        if let Some(cluster) = &cluster {
+            service = service.with_session_store(Arc::clone(cluster) as _);
+        }
+        let service = Arc::new(service);
         let auth = if settings.auth.enabled {
             if settings.auth.token_secret.is_none() {
                 tracing::warn!(
@@ -167,6 +209,7 @@ impl App {
             service,
             local_addr,
             file_sink,
+            cluster,
             metrics,
         })
     }
@@ -198,6 +241,9 @@ impl App {
             (upkeep, listener)
         });
         let report = self.server.run(self.service, shutdown).await;
+        if let Some(cluster) = self.cluster {
+            cluster.deregister().await;
+        }
         if let Some(task) = maintenance {
             task.abort();
         }

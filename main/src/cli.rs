@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::app::{App, VERSION, shutdown_signal};
 use crate::settings::Settings;
-use crate::{check, telemetry};
+use crate::{check, consume, telemetry};
 
 /// Exit code for a bad command line or configuration (`EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
@@ -26,6 +26,13 @@ Usage:
                                                aimcs-backend check http://127.0.0.1:3000
                                                (CORS is checked for ORIGIN, by default
                                                https://aimcs.net, the front end's)
+  aimcs-backend redis-consume --session ID --out FILE [--config PATH]
+                                               write one session's audio, read back from its
+                                               Redis stream, to FILE (the bytes as sent)
+  aimcs-backend redis-consume --group NAME --dir DIR [--consumer NAME]
+                [--max-sessions N] [--config PATH]
+                                               a worker of consumer group NAME: each session
+                                               the index announces, to DIR/<session>.<ext>
   aimcs-backend --help | --version
 
 Settings come from embedded defaults, then the TOML file given by --config or APP_CONFIG,
@@ -51,10 +58,40 @@ pub enum Command {
         /// The browser origin whose CORS access is checked.
         origin: String,
     },
+    /// Read sessions back from Redis.
+    Consume {
+        /// `--config PATH`, for the Redis settings.
+        config: Option<PathBuf>,
+        /// What to read.
+        target: ConsumeTarget,
+    },
     /// Print usage.
     Help,
     /// Print the version.
     Version,
+}
+
+/// What `redis-consume` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumeTarget {
+    /// One session, to one file.
+    Session {
+        /// The session id.
+        session: String,
+        /// The file to write.
+        out: PathBuf,
+    },
+    /// Every session the index announces, as one worker of a consumer group.
+    Group {
+        /// The group.
+        group: String,
+        /// This worker's name in it.
+        consumer: String,
+        /// Where files go.
+        dir: PathBuf,
+        /// Stop after this many sessions; `None` runs until stopped.
+        max_sessions: Option<u64>,
+    },
 }
 
 impl Command {
@@ -76,11 +113,13 @@ impl Command {
             Serve,
             Healthcheck,
             Check,
+            Consume,
         }
         let verb = match args.peek().copied() {
             Some("serve") => Some(Verb::Serve),
             Some("healthcheck") => Some(Verb::Healthcheck),
             Some("check") => Some(Verb::Check),
+            Some("redis-consume") => Some(Verb::Consume),
             _ => None,
         };
         if verb.is_some() {
@@ -88,9 +127,16 @@ impl Command {
         }
         let mut config = None;
         let mut origin = None;
+        let mut consume = std::collections::HashMap::new();
         let mut positional = Vec::new();
         while let Some(arg) = args.next() {
             match arg {
+                "--session" | "--out" | "--group" | "--consumer" | "--dir" | "--max-sessions"
+                    if matches!(verb, Some(Verb::Consume)) =>
+                {
+                    let value = args.next().ok_or(format!("{arg} needs a value"))?;
+                    consume.insert(arg, value.to_owned());
+                }
                 "-h" | "--help" => return Ok(Self::Help),
                 "-V" | "--version" => return Ok(Self::Version),
                 "--config" => {
@@ -117,8 +163,48 @@ impl Command {
             (Some(Verb::Check), _) => {
                 Err("check needs exactly one URL, e.g. http://127.0.0.1:3000".into())
             }
+            (Some(Verb::Consume), []) => Ok(Self::Consume {
+                config,
+                target: consume_target(consume)?,
+            }),
             (_, [extra, ..]) => Err(format!("unexpected argument {extra:?}")),
         }
+    }
+}
+
+fn consume_target(
+    mut options: std::collections::HashMap<&str, String>,
+) -> Result<ConsumeTarget, String> {
+    let target = match (options.remove("--session"), options.remove("--group")) {
+        (Some(session), None) => ConsumeTarget::Session {
+            session,
+            out: options
+                .remove("--out")
+                .ok_or("--session needs --out FILE")?
+                .into(),
+        },
+        (None, Some(group)) => ConsumeTarget::Group {
+            group,
+            consumer: options
+                .remove("--consumer")
+                .unwrap_or_else(|| format!("worker-{}", std::process::id())),
+            dir: options
+                .remove("--dir")
+                .ok_or("--group needs --dir DIR")?
+                .into(),
+            max_sessions: match options.remove("--max-sessions") {
+                Some(n) => Some(
+                    n.parse()
+                        .map_err(|_| format!("--max-sessions {n:?} is not a whole number"))?,
+                ),
+                None => None,
+            },
+        },
+        _ => return Err("redis-consume needs either --session ID or --group NAME".into()),
+    };
+    match options.keys().next() {
+        Some(extra) => Err(format!("{extra} does not go with this redis-consume")),
+        None => Ok(target),
     }
 }
 
@@ -134,6 +220,13 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Healthcheck { config } => healthcheck(config).await,
         Command::Check { url, origin } => check::run(&url, &origin).await,
+        Command::Consume { config, target } => {
+            let settings = match Settings::load(config.as_deref()) {
+                Ok(settings) => settings,
+                Err(error) => return usage_error(&error.to_string()),
+            };
+            consume::run(&settings, target).await
+        }
     }
 }
 
@@ -148,9 +241,15 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
     let app = match App::build(&settings).await {
         Ok(app) => app,
         Err(error) => {
-            let cause = std::error::Error::source(&error)
-                .map(ToString::to_string)
-                .unwrap_or_default();
+            let mut causes = Vec::new();
+            let mut next = std::error::Error::source(&error);
+            while let Some(cause) = next {
+                causes.push(cause.to_string());
+                next = cause.source();
+            }
+            // Some causes repeat their own cause in their message; each is said once.
+            causes.dedup_by(|later, earlier| earlier.ends_with(later.as_str()));
+            let cause = causes.join(": ");
             tracing::error!(error = %error, cause, "cannot start");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
@@ -304,6 +403,63 @@ mod tests {
         assert_eq!(
             parse(&["launch"]),
             Err("unexpected argument \"launch\"".into())
+        );
+    }
+
+    #[test]
+    fn redis_consume_reads_one_session_or_works_in_a_group() {
+        assert_eq!(
+            parse(&["redis-consume", "--session", "s1", "--out", "a.pcm"]),
+            Ok(Command::Consume {
+                config: None,
+                target: ConsumeTarget::Session {
+                    session: "s1".into(),
+                    out: "a.pcm".into()
+                }
+            })
+        );
+        assert_eq!(
+            parse(&[
+                "redis-consume",
+                "--group",
+                "stt",
+                "--consumer",
+                "w1",
+                "--dir",
+                "out",
+                "--max-sessions",
+                "2"
+            ]),
+            Ok(Command::Consume {
+                config: None,
+                target: ConsumeTarget::Group {
+                    group: "stt".into(),
+                    consumer: "w1".into(),
+                    dir: "out".into(),
+                    max_sessions: Some(2)
+                }
+            })
+        );
+        assert_eq!(
+            parse(&["redis-consume", "--session", "s1"]),
+            Err("--session needs --out FILE".into())
+        );
+        assert_eq!(
+            parse(&[
+                "redis-consume",
+                "--session",
+                "s1",
+                "--out",
+                "f",
+                "--dir",
+                "d"
+            ]),
+            Err("--dir does not go with this redis-consume".into())
+        );
+        assert!(parse(&["redis-consume"]).is_err());
+        assert_eq!(
+            parse(&["serve", "--session", "s1"]),
+            Err("unknown option --session".into())
         );
     }
 

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod check;
 pub mod cli;
+pub mod consume;
 pub mod settings;
 pub mod telemetry;
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aimcs_adapters::outbound::{FileSinkSettings, FsyncPolicy};
+use aimcs_adapters::outbound::{FileSinkSettings, FsyncPolicy, RedisSettings};
 use std::sync::Arc;
 
 use aimcs_adapters::inbound::auth::{AuthConfigError, AuthSettings, Authenticator};
@@ -27,8 +27,10 @@ pub const CONFIG_ENV: &str = "APP_CONFIG";
 const ENV_PREFIX: &str = "APP_";
 
 /// Top-level settings, which are the only `APP_*` names without `__` read as settings.
-const TOP_LEVEL: [&str; 10] = [
+const TOP_LEVEL: [&str; 12] = [
     "environment",
+    "store",
+    "redis",
     "auth",
     "metrics",
     "server",
@@ -87,6 +89,56 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Where connections and declared sessions are kept: `memory` (this process; one
+    /// replica) or `redis` (shared by every replica using the same Redis).
+    pub store: StoreKind,
+    /// Redis, for `store = "redis"` and the `redis` audio sink.
+    pub redis: RedisConfig,
+}
+
+/// Where connections and sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this process: counts and resumes cover this replica only.
+    Memory,
+    /// In Redis: counts cover every replica, and sessions resume on any of them.
+    Redis,
+}
+
+/// How to reach Redis, and what to keep there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`, or `rediss://` for TLS (Azure Cache for Redis: port 6380). A
+    /// password may be in the URL (`rediss://:password@host:6380`) or in `password`.
+    pub url: Secret,
+    /// User name for Redis 6 ACLs, when not in the URL.
+    pub username: Option<String>,
+    /// Password, when not in the URL (e.g. `APP_REDIS__PASSWORD` from a secret store).
+    pub password: Option<Secret>,
+    /// PEM file of a certificate authority to trust for `rediss://` instead of the public
+    /// ones (Azure Cache for Redis needs none: its certificates are public).
+    pub ca_cert_path: Option<PathBuf>,
+    /// Multiplexed connections to Redis; each carries many requests at once.
+    pub pool_size: u32,
+    /// Milliseconds to wait for a connection to Redis.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds to wait for any answer; a chunk Redis does not confirm in time is not
+    /// acknowledged, and the client resends it.
+    pub response_timeout_ms: u64,
+    /// Prefix of every key, so that several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Seconds a replica stays in the cluster's counts after its last heartbeat (it beats
+    /// three times as often): how long a killed replica's connections are still counted.
+    pub replica_ttl_secs: PositiveSeconds,
+    /// Entries each session's audio stream keeps (`MAXLEN ~`); 0 keeps them all. Trimming
+    /// drops the oldest audio: set it only when consumers keep up.
+    pub stream_max_len: u64,
+    /// Seconds an audio stream is kept after its last entry; 0 keeps it until deleted.
+    pub stream_retention_secs: u64,
+    /// Entries the index stream of sessions keeps (`MAXLEN ~`); 0 keeps them all.
+    pub index_max_len: u64,
 }
 
 /// Prometheus metrics.
@@ -214,6 +266,8 @@ pub enum SinkKind {
     Null,
     /// One WAV (or WebM/Ogg) file and one JSON manifest per session.
     File,
+    /// One Redis stream per session, announced on an index stream, for downstream workers.
+    Redis,
 }
 
 impl SinkKind {
@@ -222,6 +276,7 @@ impl SinkKind {
         match self {
             Self::Null => "null",
             Self::File => "file",
+            Self::Redis => "redis",
         }
     }
 }
@@ -627,6 +682,21 @@ impl Default for Settings {
                 token_secret: None,
                 token_ttl_secs: PositiveSeconds(60),
             },
+            store: StoreKind::Memory,
+            redis: RedisConfig {
+                url: Secret("redis://127.0.0.1:6379".into()),
+                username: None,
+                password: None,
+                ca_cert_path: None,
+                pool_size: 4,
+                connect_timeout_ms: 2_000,
+                response_timeout_ms: 2_000,
+                key_prefix: "aimcs".into(),
+                replica_ttl_secs: PositiveSeconds(10),
+                stream_max_len: 0,
+                stream_retention_secs: 86_400,
+                index_max_len: 100_000,
+            },
         }
     }
 }
@@ -732,6 +802,34 @@ impl Settings {
                 "must be at least 1 when max_messages_per_second is set",
             );
         }
+        if self.uses_redis() {
+            let url = self.redis.url.expose();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return refuse(
+                    &["redis", "url"],
+                    "must start with redis:// or rediss:// (TLS)",
+                );
+            }
+            if !(1..=64).contains(&self.redis.pool_size) {
+                return refuse(&["redis", "pool_size"], "use 1 to 64 connections");
+            }
+            for (name, ms) in [
+                ("connect_timeout_ms", self.redis.connect_timeout_ms),
+                ("response_timeout_ms", self.redis.response_timeout_ms),
+            ] {
+                if !(10..=60_000).contains(&ms) {
+                    return refuse(&["redis", name], "use 10 to 60000 milliseconds");
+                }
+            }
+            if self.redis.key_prefix.is_empty()
+                || self.redis.key_prefix.contains(char::is_whitespace)
+            {
+                return refuse(
+                    &["redis", "key_prefix"],
+                    "must be a non-empty word without spaces",
+                );
+            }
+        }
         if self.auth.enabled
             && let Err(error) = Authenticator::new(&self.auth_settings())
         {
@@ -742,6 +840,25 @@ impl Settings {
             return refuse(path, &error.to_string());
         }
         Ok(())
+    }
+
+    /// Whether anything is configured to use Redis.
+    pub fn uses_redis(&self) -> bool {
+        self.store == StoreKind::Redis || self.audio.sink.kinds().contains(&SinkKind::Redis)
+    }
+
+    /// How to reach Redis.
+    pub fn redis_settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: self.redis.url.expose().to_owned(),
+            username: self.redis.username.clone(),
+            password: self.redis.password.as_ref().map(|p| p.expose().to_owned()),
+            ca_cert_path: self.redis.ca_cert_path.clone(),
+            pool_size: self.redis.pool_size as usize,
+            connect_timeout: Duration::from_millis(self.redis.connect_timeout_ms),
+            response_timeout: Duration::from_millis(self.redis.response_timeout_ms),
+            key_prefix: self.redis.key_prefix.clone(),
+        }
     }
 
     /// The authentication settings; a missing token secret is made up, random, for this
