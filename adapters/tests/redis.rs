@@ -143,7 +143,7 @@ async fn once_another_replica_continues_a_recording_the_first_can_no_longer_writ
         .write(session.recording(), 3, chunk(3))
         .await
         .unwrap();
-    session.catch_up(progress);
+    session.catch_up(progress.clone());
     let stale_close = first
         .close(session.end_record(SessionEnding::Shutdown, T0))
         .await;
@@ -437,4 +437,115 @@ async fn a_consumer_group_hands_every_session_to_exactly_one_worker() {
         assert_eq!(std::fs::read(path).unwrap().len(), 4);
         assert_eq!(read.ending.as_deref(), Some("ended"));
     }
+}
+
+#[tokio::test]
+async fn a_finished_recording_is_neither_continued_nor_appended_to() {
+    let redis = RedisServer::start().await;
+    let pool = pool(&redis).await;
+    let (first, second) = (sink(&pool), sink(&pool));
+    let session = session();
+    first.open(session.recording_start()).await.unwrap();
+    first.write(session.recording(), 1, chunk(1)).await.unwrap();
+    let stale = sink(&pool);
+    stale
+        .continue_recording(session.recording_start())
+        .await
+        .unwrap();
+    let reopened = first.open(session.recording_start()).await;
+    let mut holder = session;
+    holder.record(1, None, 4);
+    let newest = second
+        .continue_recording(holder.recording_start())
+        .await
+        .unwrap();
+    holder.catch_up(newest);
+    second
+        .close(holder.end_record(SessionEnding::Ended, T0))
+        .await
+        .unwrap();
+
+    let continued = sink(&pool)
+        .continue_recording(holder.recording_start())
+        .await;
+    let appended = stale.write(holder.recording(), 2, chunk(2)).await;
+
+    assert!(
+        matches!(reopened, Err(SinkError::Superseded(_))),
+        "an open retried after a takeover must not take the recording back: {reopened:?}"
+    );
+    assert!(
+        matches!(continued, Err(SinkError::Finished(_))),
+        "{continued:?}"
+    );
+    assert!(
+        matches!(
+            appended,
+            Err(SinkError::Superseded(_) | SinkError::Finished(_))
+        ),
+        "{appended:?}"
+    );
+    let (audio, chunks, ending) = read_back(&pool, &holder).await;
+    assert_eq!(
+        (audio, chunks, ending.as_deref()),
+        (vec![1; 4], 1, Some("ended"))
+    );
+}
+
+#[tokio::test]
+async fn gaps_travel_with_the_recording_to_the_replica_that_continues_it() {
+    let redis = RedisServer::start().await;
+    let pool = pool(&redis).await;
+    let session = session();
+    let first = sink(&pool);
+    first.open(session.recording_start()).await.unwrap();
+    for seq in [5, 8, 9, 12] {
+        first
+            .write(session.recording(), seq, chunk(1))
+            .await
+            .unwrap();
+    }
+
+    let progress = sink(&pool)
+        .continue_recording(session.recording_start())
+        .await
+        .unwrap();
+
+    let gaps: Vec<(u64, u64)> = progress.gaps.iter().map(|g| (g.from, g.to)).collect();
+    assert_eq!(gaps, [(6, 7), (10, 11)]);
+    assert_eq!(
+        (
+            progress.first_seq,
+            progress.last_seq,
+            progress.totals.chunks
+        ),
+        (Some(5), Some(12), 4)
+    );
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_acknowledged_audio_is_reported_not_written_over() {
+    let redis = RedisServer::start().await;
+    let pool = pool(&redis).await;
+    let sink = sink(&pool);
+    let session = session();
+    sink.open(session.recording_start()).await.unwrap();
+    sink.write(session.recording(), 1, chunk(1)).await.unwrap();
+    sink.write(session.recording(), 2, chunk(2)).await.unwrap();
+    // What a failover to a replica that was behind looks like from here.
+    let mut raw = redis_client(&redis).await;
+    redis::cmd("HSET")
+        .arg(format!("test:audio:{}:meta", session.id()))
+        .arg("last_seq")
+        .arg("1")
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+
+    let result = sink.write(session.recording(), 3, chunk(3)).await;
+
+    let Err(SinkError::Unavailable(cause)) = result else {
+        panic!("{result:?}");
+    };
+    assert!(cause.to_string().contains("lost data"), "{cause}");
 }

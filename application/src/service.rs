@@ -317,11 +317,8 @@ impl IngestService {
         }
         let len = chunk.len();
         if let Err(source) = self.sink.write(recording, seq, chunk).await {
-            if matches!(source, SinkError::Superseded(_)) {
-                // Another replica continued the session: it is no longer this connection's.
-                if let Some(session) = connection.take_session() {
-                    self.sessions.forget(session.id());
-                }
+            if lost_to_another_replica(&source) {
+                self.let_go(connection).await;
                 tracing::info!(%recording, "session continued on another replica: letting go");
             }
             return Err(HandleClientMessageError::Sink {
@@ -358,7 +355,7 @@ impl IngestService {
             let id = session.id();
             let end = session.finish(SessionEnding::Failed, self.clock.now());
             if let Err(error) = self.sink.close(end).await {
-                tracing::warn!(%recording, error = %error, "abandoned recording could not be finished");
+                tracing::warn!(%recording, error = %error, cause = ?std::error::Error::source(&error), "abandoned recording could not be finished");
             }
             return Err(HandleClientMessageError::SessionStore {
                 session: id,
@@ -386,14 +383,16 @@ impl IngestService {
         let recording = end.recording;
         // The session stays on the connection until its recording is finished: if finishing
         // fails, the client is told and may send session_end again.
-        self.sink
-            .close(end)
-            .await
-            .map_err(|source| HandleClientMessageError::Recording {
+        if let Err(source) = self.sink.close(end).await {
+            if lost_to_another_replica(&source) {
+                self.let_go(connection).await;
+            }
+            return Err(HandleClientMessageError::Recording {
                 recording,
                 action: "finished",
                 source,
-            })?;
+            });
+        }
         if let Some(session) = connection.take_session() {
             self.sessions.forget(session.id());
             self.forget_shared(&session).await;
@@ -417,15 +416,25 @@ impl IngestService {
             Ok(mut session) => {
                 if let Some(shared) = &self.shared {
                     // Another replica may have continued the session since it was parked here:
-                    // take the recording back and catch up with what it stored.
-                    match self
-                        .sink
-                        .continue_recording(session.recording_start())
-                        .await
-                    {
+                    // take the recording back and catch up with what it stored. A sink only
+                    // this process writes to cannot have been continued by anyone else.
+                    let continued = match self.sink.can_continue_recordings() {
+                        true => {
+                            self.sink
+                                .continue_recording(session.recording_start())
+                                .await
+                        }
+                        false => Err(SinkError::CannotContinue(session.recording())),
+                    };
+                    match continued {
                         Ok(stored) => session.catch_up(stored),
-                        // A sink only this process writes to: nobody else can have continued.
                         Err(SinkError::CannotContinue(_)) => {}
+                        Err(SinkError::Finished(_)) => {
+                            tracing::info!(session_id = %id, "resume refused: another replica finished the session");
+                            self.sessions.forget(id);
+                            self.forget_shared(&session).await;
+                            return rejected(Rejection::SessionNotFound(id));
+                        }
                         Err(source) => {
                             let recording = session.recording();
                             session.detach(now);
@@ -505,17 +514,27 @@ impl IngestService {
             }
         }
         let recording = session.recording();
+        let cannot_continue = |source| HandleClientMessageError::Recording {
+            recording,
+            action: "continued",
+            source,
+        };
+        if !self.sink.can_continue_recordings() {
+            return Err(cannot_continue(SinkError::CannotContinue(recording)));
+        }
         // The sink's answer is the truth about what was stored: the snapshot may predate
         // chunks the other replica acknowledged before it went away.
-        let stored = self
+        let stored = match self
             .sink
             .continue_recording(session.recording_start())
             .await
-            .map_err(|source| HandleClientMessageError::Recording {
-                recording,
-                action: "continued",
-                source,
-            })?;
+        {
+            Ok(stored) => stored,
+            Err(SinkError::Finished(_)) => {
+                return Ok(ServerMessage::Rejected(Rejection::SessionNotFound(id)));
+            }
+            Err(source) => return Err(cannot_continue(source)),
+        };
         session.catch_up(stored);
         shared
             .save(session.snapshot(), SessionHolder::Attached)
@@ -526,6 +545,15 @@ impl IngestService {
         let info = self.info(&session);
         connection.adopt(session);
         Ok(ServerMessage::SessionResumed(info))
+    }
+
+    /// Drops the connection's session, which another replica continued: it is no longer
+    /// this connection's, nor counted as held here.
+    async fn let_go(&self, connection: &mut Connection) {
+        if let Some(session) = connection.take_session() {
+            self.sessions.forget(session.id());
+            self.forget_shared(&session).await;
+        }
     }
 
     /// Parks a detached session for a resume, finishing the oldest parked one when too many
@@ -624,12 +652,18 @@ impl IngestService {
     }
 
     async fn finish(&self, session: Session, ending: SessionEnding, now: Timestamp) {
-        self.forget_shared(&session).await;
-        let end = session.finish(ending, now);
+        let end = session.end_record(ending, now);
         let recording = end.recording;
-        if let Err(error) = self.sink.close(end).await {
-            tracing::error!(%recording, error = %error, cause = ?std::error::Error::source(&error), "recording could not be finished");
+        match self.sink.close(end).await {
+            Ok(()) => {}
+            Err(error) if lost_to_another_replica(&error) => {
+                tracing::info!(%recording, "not finished here: another replica continued it");
+            }
+            Err(error) => {
+                tracing::error!(%recording, error = %error, cause = ?std::error::Error::source(&error), "recording could not be finished");
+            }
         }
+        self.forget_shared(&session).await;
     }
 
     /// The health report: uptime, open connections, version.
@@ -717,6 +751,12 @@ impl IngestService {
             value,
         }
     }
+}
+
+/// Whether the sink refused because another replica continued the recording (and perhaps
+/// finished it): the session is no longer this process's.
+fn lost_to_another_replica(error: &SinkError) -> bool {
+    matches!(error, SinkError::Superseded(_) | SinkError::Finished(_))
 }
 
 fn summary(end: &RecordingEnd) -> SessionSummary {

@@ -141,6 +141,9 @@ pub enum SinkError {
     /// Another process continued the recording: this one may no longer write to it.
     #[error("recording {0} was taken over by another replica")]
     Superseded(RecordingId),
+    /// The recording was finished (on another replica, after it continued it).
+    #[error("recording {0} has been finished")]
+    Finished(RecordingId),
     /// The sink keeps recordings where only the process that began one can continue it.
     #[error("this audio sink cannot continue recording {0}, which another process began")]
     CannotContinue(RecordingId),
@@ -191,6 +194,12 @@ pub trait AudioSink: Send + Sync + 'static {
     /// process can continue, [`SinkError::Unavailable`] if the sink cannot be reached.
     async fn continue_recording(&self, start: RecordingStart) -> Result<StoredProgress, SinkError> {
         Err(SinkError::CannotContinue(start.recording))
+    }
+
+    /// Whether [`AudioSink::continue_recording`] can succeed here: asked before anything is
+    /// changed, so that a sink made of several never continues in one and fails in another.
+    fn can_continue_recordings(&self) -> bool {
+        false
     }
 
     /// Whether the sink can take audio now, for readiness probes.

@@ -42,6 +42,24 @@ pub enum SessionEnding {
     Evicted,
 }
 
+impl RecordingStart {
+    /// The end of a recording abandoned before its first chunk, because it could not be
+    /// opened everywhere it had to go.
+    pub fn abandoned(&self) -> RecordingEnd {
+        RecordingEnd {
+            recording: self.recording,
+            session: self.session,
+            ended_at: self.started_at,
+            ending: SessionEnding::Failed,
+            totals: AudioTotals::default(),
+            duration: None,
+            last_seq: None,
+            gaps: Vec::new(),
+            duplicates: 0,
+        }
+    }
+}
+
 /// A recording being finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingEnd {

@@ -151,7 +151,7 @@ pub struct SessionSnapshot {
 
 /// What a sink already holds of a recording it continues: the truth about what was stored,
 /// which a snapshot taken earlier may lag behind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredProgress {
     /// The first sequence number stored.
     pub first_seq: Option<u64>,
@@ -159,6 +159,8 @@ pub struct StoredProgress {
     pub last_seq: Option<u64>,
     /// What was stored.
     pub totals: AudioTotals,
+    /// Every gap since the first chunk, so that a skipped number is still refused as late.
+    pub gaps: Vec<SeqGap>,
 }
 
 /// One audio session.
@@ -429,6 +431,8 @@ impl Session {
             self.first_seq = self.first_seq.or(stored.first_seq);
             self.last_seq = stored.last_seq;
             self.totals = stored.totals;
+            self.gaps = stored.gaps;
+            self.gaps.truncate(MAX_GAPS);
         }
     }
 
@@ -714,15 +718,21 @@ mod tests {
             last_seq: Some(9),
             totals: AudioTotals {
                 bytes: 28_800,
-                chunks: 9,
+                chunks: 8,
             },
+            gaps: vec![SeqGap { from: 4, to: 4 }],
         };
 
         session.catch_up(stored);
 
         assert_eq!(session.last_seq(), Some(9));
-        assert_eq!(session.totals().chunks, 9);
+        assert_eq!(session.totals().chunks, 8);
         assert_eq!(session.admit(Some(9)), Admission::Duplicate { seq: 9 });
+        assert_eq!(
+            session.admit(Some(4)),
+            Admission::Late { seq: 4 },
+            "skipped elsewhere"
+        );
         assert_eq!(
             session.admit(Some(10)),
             Admission::Store { seq: 10, gap: None }
@@ -739,6 +749,7 @@ mod tests {
             first_seq: Some(1),
             last_seq: Some(1),
             totals: AudioTotals::default(),
+            gaps: Vec::new(),
         });
         session.catch_up(StoredProgress::default());
 

@@ -242,11 +242,11 @@ pub fn rejection_code(rejection: &Rejection) -> ErrorCode {
 pub fn handle_error_code(error: &HandleClientMessageError) -> ErrorCode {
     match error {
         HandleClientMessageError::Sink {
-            source: SinkError::Superseded(_),
+            source: SinkError::Superseded(_) | SinkError::Finished(_),
             ..
         }
         | HandleClientMessageError::Recording {
-            source: SinkError::Superseded(_),
+            source: SinkError::Superseded(_) | SinkError::Finished(_),
             ..
         } => ErrorCode::Superseded,
         HandleClientMessageError::Sink { .. } => ErrorCode::AudioNotStored,

@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aimcs_domain::ports::{AudioSink, SinkError};
-use aimcs_domain::{
-    AudioChunk, AudioTotals, RecordingEnd, RecordingId, RecordingStart, SessionEnding,
-    StoredProgress,
-};
+use aimcs_domain::{AudioChunk, RecordingEnd, RecordingId, RecordingStart, StoredProgress};
 use async_trait::async_trait;
 
 /// Writes to every sink it holds.
@@ -44,17 +41,7 @@ impl AudioSink for FanoutAudioSink {
         for (opened, sink) in self.sinks.iter().enumerate() {
             if let Err(error) = sink.open(start.clone()).await {
                 // Those that opened would otherwise keep the recording open forever.
-                let abandoned = RecordingEnd {
-                    recording: start.recording,
-                    session: start.session,
-                    ended_at: start.started_at,
-                    ending: SessionEnding::Failed,
-                    totals: AudioTotals::default(),
-                    duration: None,
-                    last_seq: None,
-                    gaps: Vec::new(),
-                    duplicates: 0,
-                };
+                let abandoned = start.abandoned();
                 for sink in &self.sinks[..opened] {
                     let _ = sink.close(abandoned.clone()).await;
                 }
@@ -119,10 +106,16 @@ impl AudioSink for FanoutAudioSink {
     /// Every sink must be able to continue; the progress reported is the least any of them
     /// holds, so that what one sink lacks is resent (those that have it take it as a repeat).
     async fn continue_recording(&self, start: RecordingStart) -> Result<StoredProgress, SinkError> {
+        if !self.can_continue_recordings() {
+            return Err(SinkError::CannotContinue(start.recording));
+        }
         let mut least: Option<StoredProgress> = None;
         for sink in &self.sinks {
             let progress = sink.continue_recording(start.clone()).await?;
-            if least.is_none_or(|least| progress.last_seq < least.last_seq) {
+            if least
+                .as_ref()
+                .is_none_or(|least| progress.last_seq < least.last_seq)
+            {
                 least = Some(progress);
             }
         }
@@ -131,6 +124,10 @@ impl AudioSink for FanoutAudioSink {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&start.recording);
         Ok(least.unwrap_or_default())
+    }
+
+    fn can_continue_recordings(&self) -> bool {
+        self.sinks.iter().all(|sink| sink.can_continue_recordings())
     }
 
     async fn check(&self) -> Result<(), SinkError> {
@@ -145,7 +142,7 @@ impl AudioSink for FanoutAudioSink {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use aimcs_domain::{ConnectionId, Session, Timestamp};
+    use aimcs_domain::{ConnectionId, Session, SessionEnding, Timestamp};
 
     use super::*;
     use crate::outbound::NullAudioSink;

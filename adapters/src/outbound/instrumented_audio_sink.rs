@@ -85,6 +85,10 @@ impl AudioSink for InstrumentedAudioSink {
         self.count_failure("continue", result)
     }
 
+    fn can_continue_recordings(&self) -> bool {
+        self.inner.can_continue_recordings()
+    }
+
     async fn check(&self) -> Result<(), SinkError> {
         self.inner.check().await
     }

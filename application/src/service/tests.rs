@@ -71,6 +71,13 @@ fn accepting_store() -> MockConnectionStore {
 
 /// A sink that accepts everything.
 fn accepting_sink() -> MockAudioSink {
+    let mut sink = accepting_sink_of_this_process();
+    sink.expect_can_continue_recordings().return_const(true);
+    sink
+}
+
+/// Accepts everything; its recordings only this process can continue.
+fn accepting_sink_of_this_process() -> MockAudioSink {
     let mut sink = MockAudioSink::new();
     sink.expect_open().returning(|_| Ok(()));
     sink.expect_write().returning(|_, _, _| Ok(()));
@@ -82,9 +89,9 @@ fn accepting_sink() -> MockAudioSink {
 /// A sink that accepts everything and keeps recordings only this process can continue,
 /// as the file sink does.
 fn local_only_sink() -> MockAudioSink {
-    let mut sink = accepting_sink();
-    sink.expect_continue_recording()
-        .returning(|start| Err(SinkError::CannotContinue(start.recording)));
+    let mut sink = accepting_sink_of_this_process();
+    sink.expect_can_continue_recordings().return_const(false);
+    sink.expect_continue_recording().never();
     sink
 }
 
@@ -1140,6 +1147,24 @@ fn resume_of(snapshot: &SessionSnapshot, token: &str) -> ClientMessage {
     }
 }
 
+/// Resumes `snapshot` from a shared store that must not be written to, on a new connection.
+async fn resumed_without_saving(
+    sink: MockAudioSink,
+    snapshot: &SessionSnapshot,
+) -> (ServerMessage, Connection) {
+    let mut shared = sharing(snapshot.clone());
+    shared.expect_save().never();
+    let service = shared_service(accepting_store(), sink, shared);
+    let mut connection = opened(&service).await;
+    let reply = ask(
+        &service,
+        &mut connection,
+        resume_of(snapshot, snapshot.token.reveal()),
+    )
+    .await;
+    (reply, connection)
+}
+
 fn reporting_store(
     cluster: fn() -> Result<Option<ClusterView>, StoreError>,
 ) -> MockConnectionStore {
@@ -1241,17 +1266,20 @@ async fn a_session_this_replica_does_not_have_is_resumed_from_the_shared_store_w
             bytes: 12_800,
             chunks: 4,
         },
+        gaps: Vec::new(),
     };
     let mut sink = MockAudioSink::new();
+    sink.expect_can_continue_recordings().return_const(true);
     let continued = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&continued);
+    let returned = stored.clone();
     sink.expect_continue_recording()
         .times(1)
         .returning(move |start| {
             log.lock()
                 .unwrap()
                 .push((start.recording, start.connection));
-            Ok(stored)
+            Ok(returned.clone())
         });
     sink.expect_write().never();
     let mut shared = sharing(snapshot.clone());
@@ -1332,17 +1360,8 @@ async fn a_shared_resume_after_the_grace_period_is_refused_without_touching_the_
     let mut sink = MockAudioSink::new();
     sink.expect_continue_recording().never();
     sink.expect_close().never();
-    let mut shared = sharing(snapshot.clone());
-    shared.expect_save().never();
-    let service = shared_service(accepting_store(), sink, shared);
-    let mut connection = opened(&service).await;
 
-    let reply = ask(
-        &service,
-        &mut connection,
-        resume_of(&snapshot, snapshot.token.reveal()),
-    )
-    .await;
+    let (reply, _) = resumed_without_saving(sink, &snapshot).await;
 
     assert_eq!(
         reply,
@@ -1354,8 +1373,8 @@ async fn a_shared_resume_after_the_grace_period_is_refused_without_touching_the_
 async fn a_shared_session_the_sink_cannot_continue_is_reported_and_not_saved() {
     let snapshot = parked_elsewhere(millis_before_t0(1_000));
     let mut sink = MockAudioSink::new();
-    sink.expect_continue_recording()
-        .returning(|start| Err(SinkError::CannotContinue(start.recording)));
+    sink.expect_can_continue_recordings().return_const(false);
+    sink.expect_continue_recording().never();
     let mut shared = sharing(snapshot.clone());
     shared.expect_save().never();
     let service = shared_service(accepting_store(), sink, shared);
@@ -1703,6 +1722,7 @@ async fn a_session_resumed_where_it_was_parked_takes_its_recording_back_from_any
                 bytes: 70,
                 chunks: 7,
             },
+            gaps: Vec::new(),
         })
     });
     let service = shared_service(accepting_store(), sink, shared);
@@ -1762,5 +1782,64 @@ async fn a_parked_session_whose_recording_cannot_be_taken_back_stays_parked_for_
     assert!(
         matches!(retried, ServerMessage::SessionResumed(_)),
         "{retried:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_another_replica_finished_is_not_found_when_resumed() {
+    let snapshot = parked_elsewhere(millis_before_t0(1_000));
+    let mut sink = MockAudioSink::new();
+    sink.expect_can_continue_recordings().return_const(true);
+    sink.expect_continue_recording()
+        .times(1)
+        .returning(|start| Err(SinkError::Finished(start.recording)));
+
+    let (reply, connection) = resumed_without_saving(sink, &snapshot).await;
+
+    assert_eq!(
+        reply,
+        ServerMessage::Rejected(Rejection::SessionNotFound(snapshot.id))
+    );
+    assert!(connection.session().is_none());
+}
+
+#[tokio::test]
+async fn a_session_lost_to_another_replica_is_no_longer_counted_as_held_here() {
+    let mut shared = MockSessionStore::new();
+    shared.expect_save().returning(|_, _| Ok(()));
+    let released = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&released);
+    shared
+        .expect_forget()
+        .times(1)
+        .returning(move |id, holder| {
+            log.lock().unwrap().push((id, holder));
+            Ok(())
+        });
+    let mut sink = MockAudioSink::new();
+    sink.expect_open().returning(|_| Ok(()));
+    sink.expect_write()
+        .returning(|recording, _, _| Err(SinkError::Superseded(recording)));
+    let service = shared_service(accepting_store(), sink, shared);
+    let (mut connection, info) = started(&service).await;
+
+    let failed = service
+        .handle_client_message(&mut connection, audio(b"late", Some(1)))
+        .await;
+
+    assert!(
+        matches!(
+            failed,
+            Err(HandleClientMessageError::Sink {
+                source: SinkError::Superseded(_),
+                ..
+            })
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(
+        *released.lock().unwrap(),
+        [(info.session, connection.id())],
+        "released for the connection that lost it; the store keeps the new holder's state"
     );
 }

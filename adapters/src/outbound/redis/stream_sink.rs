@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aimcs_domain::ports::{AudioSink, SinkError};
 use aimcs_domain::{
-    AudioChunk, AudioTotals, RecordingEnd, RecordingId, RecordingStart, SessionId, StoredProgress,
+    AudioChunk, AudioTotals, RecordingEnd, RecordingId, RecordingStart, SeqGap, SessionId,
+    StoredProgress,
 };
 use async_trait::async_trait;
 use redis::Script;
@@ -31,6 +32,11 @@ local function seq_le(a, b)
   if #a ~= #b then return #a < #b end
   return a <= b
 end
+local function renew(retention, ...)
+  if tonumber(retention) > 0 then
+    for _, key in ipairs({...}) do redis.call('PEXPIRE', key, retention) end
+  end
+end
 local function xadd(key, maxlen, ...)
   if tonumber(maxlen) > 0 then
     return redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', ...)
@@ -39,51 +45,61 @@ local function xadd(key, maxlen, ...)
 end
 ";
 
-/// Opens a recording once: a retried open finds it and returns its epoch.
+/// Opens a recording once: a retried open finds it, as long as nobody has continued it.
 const OPEN: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if epoch then return tonumber(epoch) end
+if epoch == '1' then return 1 end
+if epoch then return redis.error_reply('SUPERSEDED another replica continued the recording') end
 redis.call('HSET', KEYS[2], 'epoch', 1, 'chunks', 0, 'bytes', 0, 'session', ARGV[1])
 xadd(KEYS[1], 0, 'type', 'start', 'session', ARGV[1], 'recording', ARGV[2],
   'connection', ARGV[3], 'format', ARGV[4], 'started_at', ARGV[5], 'metadata', ARGV[6])
 xadd(KEYS[3], ARGV[7], 'type', 'start', 'session', ARGV[1], 'recording', ARGV[2],
   'stream', KEYS[1], 'format', ARGV[4], 'started_at', ARGV[5])
-local retention = tonumber(ARGV[8])
-if retention > 0 then
-  redis.call('PEXPIRE', KEYS[1], retention)
-  redis.call('PEXPIRE', KEYS[2], retention)
-end
+renew(ARGV[8], KEYS[1], KEYS[2])
 return 1
 ";
 
-/// Appends one chunk, if this writer still holds the recording and the chunk is new. Three
-/// commands per chunk (read, append, update); the expiry is renewed every 64th chunk only,
-/// which keeps a stream for its retention after its last renewal, give or take 64 chunks.
+/// Appends one chunk, if this writer still holds the recording, the recording has not ended,
+/// Redis still holds everything this writer saw stored (`ARGV[8]`, its last `seq`), and the
+/// chunk is new. Skipped numbers are kept as gaps (exactly while below 10^15), so that a
+/// replica that continues the recording refuses them as late. Three commands per chunk
+/// (read, append, update); the expiry is renewed every 64th chunk.
 const WRITE: &str = r"
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last_seq', 'chunks', 'bytes', 'first_seq')
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last_seq', 'chunks', 'bytes', 'first_seq',
+  'ended', 'gaps')
 if not meta[1] then return redis.error_reply('NOSTREAM the recording is not in Redis') end
+if meta[6] then return redis.error_reply('ENDED the recording was finished') end
 if meta[1] ~= ARGV[1] then return redis.error_reply('SUPERSEDED another replica continued the recording') end
+if ARGV[8] ~= '' and not (meta[2] and seq_le(ARGV[8], meta[2])) then
+  return redis.error_reply('ROLLBACK Redis holds less of the recording than it acknowledged')
+end
 if meta[2] and seq_le(ARGV[2], meta[2]) then return 0 end
 xadd(KEYS[1], ARGV[6], 'type', 'chunk', 'seq', ARGV[2], 'format', ARGV[3],
   'received_at', ARGV[4], 'data', ARGV[5])
 local chunks = tonumber(meta[3] or '0') + 1
 redis.call('HSET', KEYS[2], 'last_seq', ARGV[2], 'chunks', chunks,
   'bytes', tonumber(meta[4] or '0') + string.len(ARGV[5]), 'first_seq', meta[5] or ARGV[2])
-local retention = tonumber(ARGV[7])
-if retention > 0 and chunks % 64 == 1 then
-  redis.call('PEXPIRE', KEYS[1], retention)
-  redis.call('PEXPIRE', KEYS[2], retention)
+if meta[2] and #ARGV[2] <= 15 then
+  local last, seq = tonumber(meta[2]), tonumber(ARGV[2])
+  if seq > last + 1 then
+    local gap = string.format('%.0f-%.0f', last + 1, seq - 1)
+    redis.call('HSET', KEYS[2], 'gaps', meta[7] and (meta[7] .. ',' .. gap) or gap)
+  end
 end
+if chunks % 64 == 1 then renew(ARGV[7], KEYS[1], KEYS[2]) end
 return 1
 ";
 
-/// Takes a recording over: the epoch moves on, so the previous writer's appends fail.
+/// Takes a recording over, unless it has ended: the epoch moves on, so the previous writer's
+/// appends fail.
 const CONTINUE: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('NOSTREAM the recording is not in Redis') end
+if redis.call('HEXISTS', KEYS[2], 'ended') == 1 then return redis.error_reply('ENDED the recording was finished') end
 local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
 xadd(KEYS[1], 0, 'type', 'resumed', 'connection', ARGV[1], 'received_at', ARGV[2])
-local m = redis.call('HMGET', KEYS[2], 'first_seq', 'last_seq', 'chunks', 'bytes')
-return {epoch, m[1] or '', m[2] or '', m[3] or '0', m[4] or '0'}
+renew(ARGV[3], KEYS[1], KEYS[2])
+local m = redis.call('HMGET', KEYS[2], 'first_seq', 'last_seq', 'chunks', 'bytes', 'gaps')
+return {epoch, m[1] or '', m[2] or '', m[3] or '0', m[4] or '0', m[5] or ''}
 ";
 
 /// Writes the end marker, once, if this writer still holds the recording.
@@ -98,11 +114,7 @@ xadd(KEYS[1], 0, 'type', 'end', 'ending', ARGV[2], 'chunks', ARGV[3],
   'ended_at', ARGV[8])
 xadd(KEYS[3], ARGV[10], 'type', 'end', 'session', ARGV[9], 'stream', KEYS[1],
   'ending', ARGV[2])
-local retention = tonumber(ARGV[11])
-if retention > 0 then
-  redis.call('PEXPIRE', KEYS[1], retention)
-  redis.call('PEXPIRE', KEYS[2], retention)
-end
+renew(ARGV[11], KEYS[1], KEYS[2])
 return 1
 ";
 
@@ -127,6 +139,9 @@ struct Open {
     format: Arc<str>,
     /// The recording's epoch when this process opened or continued it.
     epoch: u64,
+    /// The last chunk Redis confirmed to this process: Redis holding less means it lost
+    /// acknowledged audio.
+    last_seq: Option<u64>,
 }
 
 /// Appends each session's audio to its own Redis stream.
@@ -199,12 +214,26 @@ impl RedisStreamAudioSink {
             stream: stream.into(),
             format: format_name(start.format).into(),
             epoch,
+            last_seq: None,
         }
     }
 
     fn retention_ms(&self) -> u64 {
         self.settings.retention.as_millis() as u64
     }
+}
+
+/// `from-to,from-to` as the scripts keep gaps; anything unreadable is left out.
+fn parse_gaps(text: &str) -> Vec<SeqGap> {
+    text.split(',')
+        .filter_map(|gap| {
+            let (from, to) = gap.split_once('-')?;
+            Some(SeqGap {
+                from: from.parse().ok()?,
+                to: to.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -218,9 +247,16 @@ fn now_ms() -> u64 {
 fn sink_error(recording: RecordingId, error: redis::RedisError) -> SinkError {
     match error.code() {
         Some("SUPERSEDED") => SinkError::Superseded(recording),
+        Some("ENDED") => SinkError::Finished(recording),
         Some("NOSTREAM") => SinkError::Unavailable(
             format!(
-                "the stream of recording {recording} is no longer in Redis (expired or deleted)"
+                "the stream of recording {recording} is no longer in Redis (expired, evicted, or Redis restarted without persistence)"
+            )
+            .into(),
+        ),
+        Some("ROLLBACK") => SinkError::Unavailable(
+            format!(
+                "Redis holds less of recording {recording} than it acknowledged: it lost data (a restart without persistence, a failover to a replica behind, or eviction; use appendonly and maxmemory-policy noeviction)"
             )
             .into(),
         ),
@@ -236,7 +272,7 @@ impl AudioSink for RedisStreamAudioSink {
             .metadata
             .as_ref()
             .map_or("", |metadata| metadata.as_wire());
-        let epoch: u64 = self
+        let epoch: Result<u64, _> = self
             .scripts
             .open
             .key(&*open.stream)
@@ -252,7 +288,18 @@ impl AudioSink for RedisStreamAudioSink {
             .arg(self.retention_ms())
             .invoke_async(&mut self.pool.get())
             .await
-            .map_err(|error| sink_error(start.recording, error))?;
+            .map_err(|error| sink_error(start.recording, error));
+        let epoch = match epoch {
+            Ok(epoch) => epoch,
+            Err(error) => {
+                // The script may have run with only its answer lost: a start announced on
+                // the index with no end would keep a worker waiting, so end it, if it is there.
+                self.open_recordings().insert(start.recording, open);
+                let _ = self.close(start.abandoned()).await;
+                self.open_recordings().remove(&start.recording);
+                return Err(error);
+            }
+        };
         self.open_recordings()
             .insert(start.recording, Open { epoch, ..open });
         Ok(())
@@ -277,13 +324,22 @@ impl AudioSink for RedisStreamAudioSink {
             .arg(chunk.as_bytes())
             .arg(self.settings.max_len)
             .arg(self.retention_ms())
+            .arg(
+                open.last_seq
+                    .map_or_else(String::new, |seq| seq.to_string()),
+            )
             .invoke_async(&mut self.pool.get())
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if let Some(open) = self.open_recordings().get_mut(&recording) {
+                    open.last_seq = open.last_seq.max(Some(seq));
+                }
+                Ok(())
+            }
             Err(error) => {
                 let error = sink_error(recording, error);
-                if matches!(error, SinkError::Superseded(_)) {
+                if matches!(error, SinkError::Superseded(_) | SinkError::Finished(_)) {
                     self.open_recordings().remove(&recording);
                 }
                 Err(error)
@@ -337,23 +393,36 @@ impl AudioSink for RedisStreamAudioSink {
 
     async fn continue_recording(&self, start: RecordingStart) -> Result<StoredProgress, SinkError> {
         let open = self.entry(&start, 0);
-        let (epoch, first, last, chunks, bytes): (u64, String, String, u64, u64) = self
-            .scripts
-            .resume
-            .key(&*open.stream)
-            .key(&*open.meta)
-            .arg(start.connection.to_string())
-            .arg(now_ms())
-            .invoke_async(&mut self.pool.get())
-            .await
-            .map_err(|error| sink_error(start.recording, error))?;
-        self.open_recordings()
-            .insert(start.recording, Open { epoch, ..open });
+        let (epoch, first, last, chunks, bytes, gaps): (u64, String, String, u64, u64, String) =
+            self.scripts
+                .resume
+                .key(&*open.stream)
+                .key(&*open.meta)
+                .arg(start.connection.to_string())
+                .arg(now_ms())
+                .arg(self.retention_ms())
+                .invoke_async(&mut self.pool.get())
+                .await
+                .map_err(|error| sink_error(start.recording, error))?;
+        let last_seq = last.parse().ok();
+        self.open_recordings().insert(
+            start.recording,
+            Open {
+                epoch,
+                last_seq,
+                ..open
+            },
+        );
         Ok(StoredProgress {
             first_seq: first.parse().ok(),
-            last_seq: last.parse().ok(),
+            last_seq,
             totals: AudioTotals { bytes, chunks },
+            gaps: parse_gaps(&gaps),
         })
+    }
+
+    fn can_continue_recordings(&self) -> bool {
+        true
     }
 
     async fn check(&self) -> Result<(), SinkError> {
