@@ -21,11 +21,14 @@ const POLL: Duration = Duration::from_secs(5);
 
 /// Runs `redis-consume`.
 pub async fn run(settings: &Settings, target: ConsumeTarget) -> ExitCode {
-    let pool = match RedisPool::connect(&settings.redis_settings()).await {
+    let idle = IDLE.max(settings.sessions.resume_grace_secs.duration() * 2);
+    let mut redis = settings.redis_settings();
+    // A worker's reads block up to `idle` (or POLL) by design; only longer is a failure.
+    redis.response_timeout = idle.max(POLL) + Duration::from_secs(10);
+    let pool = match RedisPool::connect(&redis).await {
         Ok(pool) => pool,
         Err(error) => return fail(&error),
     };
-    let idle = IDLE.max(settings.sessions.resume_grace_secs.duration() * 2);
     match target {
         ConsumeTarget::Session { session, out } => {
             let mut file = match std::fs::File::create(&out) {

@@ -821,6 +821,14 @@ impl Settings {
                     return refuse(&["redis", name], "use 10 to 60000 milliseconds");
                 }
             }
+            let retention = self.redis.stream_retention_secs;
+            let grace = self.sessions.resume_grace_secs.duration().as_secs();
+            if retention != 0 && retention < grace + 60 {
+                return refuse(
+                    &["redis", "stream_retention_secs"],
+                    "must be 0 (keep) or at least sessions.resume_grace_secs + 60, so that a resumable session's audio is still there",
+                );
+            }
             if self.redis.key_prefix.is_empty()
                 || self.redis.key_prefix.contains(char::is_whitespace)
             {

@@ -222,16 +222,17 @@ impl RedisPool {
     }
 }
 
-/// `url` with any password replaced, for logs and error messages.
+/// `url` with any password replaced, for logs and error messages. Everything between the
+/// scheme and the last `@` is credentials: a password (an Azure access key is base64) may
+/// hold `/`, which would end the authority for a URL parser.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
+    match rest.rsplit_once('@') {
         Some((credentials, host)) => {
             let user = credentials.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
+            format!("{scheme}://{user}:***@{host}")
         }
         None => url.to_owned(),
     }
@@ -256,6 +257,11 @@ mod tests {
             "redis://127.0.0.1:6379/2"
         );
         assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(
+            redact("rediss://:ab/cd+ef=@cache.example:6380/0"),
+            "rediss://:***@cache.example:6380/0",
+            "a base64 key with a slash"
+        );
     }
 
     #[test]

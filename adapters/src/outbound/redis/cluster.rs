@@ -96,6 +96,8 @@ pub struct RedisConnectionStore {
     held: Mutex<Held>,
     changed: Arc<Notify>,
     heartbeat_failing: std::sync::atomic::AtomicBool,
+    /// Set at shutdown, before the replica is removed, so that no heartbeat brings it back.
+    stopped: std::sync::atomic::AtomicBool,
     scripts: Scripts,
 }
 
@@ -132,6 +134,7 @@ impl RedisConnectionStore {
             held: Mutex::default(),
             changed: Arc::new(Notify::new()),
             heartbeat_failing: std::sync::atomic::AtomicBool::new(false),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             scripts: Scripts {
                 heartbeat: Script::new(HEARTBEAT),
                 cluster: Script::new(CLUSTER),
@@ -162,6 +165,8 @@ impl RedisConnectionStore {
 
     /// Removes this replica from the cluster's counts at once, at shutdown.
     pub async fn deregister(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut connection = self.pool.get();
         let result: Result<(), _> = redis::pipe()
             .zrem(self.replicas_key(), &self.replica)
@@ -248,6 +253,9 @@ async fn heartbeat(weak: Weak<RedisConnectionStore>, changed: Arc<Notify>) {
             () = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
         }
         let Some(store) = weak.upgrade() else { return };
+        if store.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let result = store.beat().await;
         let was_failing = store
             .heartbeat_failing

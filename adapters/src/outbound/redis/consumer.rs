@@ -7,12 +7,27 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redis::Value;
-use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 
 use super::RedisPool;
 
 /// Entries read per round trip.
 const BATCH: usize = 512;
+
+/// Longest single blocking read: between two, a group worker renews its claim on the session.
+const BLOCK: Duration = Duration::from_secs(5);
+
+/// A session announced to a worker that has not renewed its claim for this long is taken
+/// over by another worker of the group: the first one died.
+const RECLAIM_AFTER: Duration = Duration::from_secs(60);
+
+/// A group worker's claim on the index entry of the session it reads, renewed as it reads.
+struct Lease<'a> {
+    index: &'a str,
+    group: &'a str,
+    consumer: &'a str,
+    id: &'a str,
+}
 
 /// A session could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +112,17 @@ impl SessionReader {
         out_name: &Path,
         idle: Duration,
     ) -> Result<Reassembled, ConsumeError> {
+        self.read_leased(session, out, out_name, idle, None).await
+    }
+
+    async fn read_leased(
+        &self,
+        session: &str,
+        out: &mut dyn Write,
+        out_name: &Path,
+        idle: Duration,
+        lease: Option<Lease<'_>>,
+    ) -> Result<Reassembled, ConsumeError> {
         let stream = self.pool.key(format_args!("audio:{session}"));
         let mut connection = self.pool.get();
         let redis_error = |source| ConsumeError::Redis {
@@ -118,8 +144,22 @@ impl SessionReader {
         let mut last_id = "0".to_owned();
         let options = StreamReadOptions::default()
             .count(BATCH)
-            .block(idle.as_millis() as usize);
+            .block(BLOCK.min(idle).as_millis() as usize);
+        let mut silent_since = std::time::Instant::now();
         loop {
+            if let Some(lease) = &lease {
+                // Claiming it again for this worker resets its idle time in the group.
+                redis::cmd("XCLAIM")
+                    .arg(lease.index)
+                    .arg(lease.group)
+                    .arg(lease.consumer)
+                    .arg(0)
+                    .arg(lease.id)
+                    .arg("JUSTID")
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+            }
             let reply: Option<StreamReadReply> = redis::cmd("XREAD")
                 .arg(&options)
                 .arg("STREAMS")
@@ -132,8 +172,12 @@ impl SessionReader {
                 .map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect())
                 .unwrap_or_default();
             if entries.is_empty() {
-                return Ok(result);
+                if silent_since.elapsed() >= idle {
+                    return Ok(result);
+                }
+                continue;
             }
+            silent_since = std::time::Instant::now();
             for entry in entries {
                 last_id = entry.id.clone();
                 let malformed = |reason: &str| ConsumeError::Malformed {
@@ -233,21 +277,38 @@ impl GroupConsumer {
             .group(&self.group, &self.consumer)
             .count(1)
             .block(wait.as_millis() as usize);
+        let redis_error = |source| ConsumeError::Redis {
+            what: index.clone(),
+            source,
+        };
         loop {
-            let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-                .arg(&options)
-                .arg("STREAMS")
+            // First a session a dead worker of the group left half read, then a new one.
+            let orphan: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&index)
-                .arg(">")
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(RECLAIM_AFTER.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(1)
                 .query_async(&mut connection)
                 .await
-                .map_err(|source| ConsumeError::Redis {
-                    what: index.clone(),
-                    source,
-                })?;
-            let Some(entry) =
-                reply.and_then(|reply| reply.keys.into_iter().flat_map(|key| key.ids).next())
-            else {
+                .map_err(redis_error)?;
+            let entry = match orphan.claimed.into_iter().next() {
+                Some(entry) => Some(entry),
+                None => {
+                    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                        .arg(&options)
+                        .arg("STREAMS")
+                        .arg(&index)
+                        .arg(">")
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(redis_error)?;
+                    reply.and_then(|reply| reply.keys.into_iter().flat_map(|key| key.ids).next())
+                }
+            };
+            let Some(entry) = entry else {
                 return Ok(None);
             };
             let found = match (text(&entry, "type").as_deref(), text(&entry, "session")) {
@@ -259,8 +320,14 @@ impl GroupConsumer {
                         source,
                     };
                     let mut file = std::fs::File::create(&path).map_err(output)?;
+                    let lease = Lease {
+                        index: &index,
+                        group: &self.group,
+                        consumer: &self.consumer,
+                        id: &entry.id,
+                    };
                     let reassembled = SessionReader::new(self.pool.clone())
-                        .read(&session, &mut file, &path, idle)
+                        .read_leased(&session, &mut file, &path, idle, Some(lease))
                         .await?;
                     file.sync_all().map_err(output)?;
                     Some((path, reassembled))
