@@ -65,6 +65,41 @@ def listener_pid(port):
     return int(found.group(1)) if found else None
 
 
+class Redis:
+    """A private redis-server for the Redis sink cases, on the load core (the server's core
+    stays the service's alone). `aof`: persist as production Redis is advised to (AOF, fsync
+    every second), else keep everything in memory only."""
+
+    def __init__(self, work, aof=True):
+        self.port = free_port()
+        self.dir = os.path.join(work, f"redis-{self.port}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+             "--save", "", "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+             "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        started = time.perf_counter()
+        while time.perf_counter() - started < 10:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(7) == b"+PONG\r\n":
+                        return
+            except OSError:
+                time.sleep(0.01)
+        sys.exit("error: redis-server did not start")
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Target:
     """A server to measure: started fresh for every case, or one already running (--against URL)."""
 
@@ -126,9 +161,11 @@ class Target:
         return f"ws://127.0.0.1:{self.port}/ws/audio"
 
 
-def loadgen(args, target, *options, timeout):
-    """Runs the load generator on the load core; its JSON report plus the server's CPU."""
+def loadgen(args, target, *options, timeout, redis=None):
+    """Runs the load generator on the load core; its JSON report plus the server's CPU (and
+    Redis's, when there is one)."""
     before = cpu_ticks(target.pid) if target.pid else None
+    redis_before = cpu_ticks(redis.process.pid) if redis else None
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
@@ -148,20 +185,38 @@ def loadgen(args, target, *options, timeout):
             report["serverCpuUsPerMessage"] = server_cpu * 1e6 / report["messages"]
     report["loadCpuPercent"] = 100 * load_cpu / elapsed
     report["wallSeconds"] = elapsed
+    if redis:
+        redis_cpu = (cpu_ticks(redis.process.pid) - redis_before) / CLK_TCK
+        report["redisCpuPercent"] = 100 * redis_cpu / elapsed
+        if report["messages"]:
+            report["redisCpuUsPerMessage"] = redis_cpu * 1e6 / report["messages"]
     return report
+
+
+def start_with_sink(target, work, sink, **settings):
+    """Starts the target with `sink`; for `redis` (AOF) or `redis-memory` (no persistence), a
+    private Redis too, returned."""
+    if not sink.startswith("redis"):
+        target.start(work, audio__sink=sink, **settings)
+        return None
+    redis = Redis(work, aof=sink == "redis")
+    target.start(work, audio__sink="redis", store="redis", redis__url=redis.url, **settings)
+    return redis
 
 
 def case_closed(args, target, work, connections, sink="null", frames="base64", ours_only=False):
     if ours_only and not target.ours:
         return {}
-    target.start(work, audio__sink=sink)
+    redis = start_with_sink(target, work, sink)
     try:
         common = ["--connections", str(connections), "--frames", frames]
-        loadgen(args, target, *common, "--duration", "2", timeout=60)
-        report = loadgen(args, target, *common, "--duration", str(args.duration), timeout=120)
+        loadgen(args, target, *common, "--duration", "2", timeout=60, redis=redis)
+        report = loadgen(args, target, *common, "--duration", str(args.duration), timeout=120, redis=redis)
     finally:
         target.stop()
-    return {
+        if redis:
+            redis.stop()
+    row = {
         "messages/s": report["messagesPerSecond"],
         "server µs/msg": report.get("serverCpuUsPerMessage"),
         "ack p50 ms": report["latencyMs"]["p50"],
@@ -169,19 +224,28 @@ def case_closed(args, target, work, connections, sink="null", frames="base64", o
         "errors": report["errors"],
         "failed": report["failedConnections"],
     }
+    if redis:
+        row["redis µs/msg"] = report.get("redisCpuUsPerMessage")
+        row["redis CPU %"] = report.get("redisCpuPercent")
+    return row
 
 
-def case_paced(args, target, work, callers):
-    target.start(work)
+def case_paced(args, target, work, callers, sink="null", ours_only=False):
+    if ours_only and not target.ours:
+        return {}
+    redis = start_with_sink(target, work, sink)
     ramp = max(1, callers // 2_000)
     try:
         report = loadgen(
             args, target, "--mode", "paced", "--interval-ms", "100", "--connections", str(callers),
             "--ramp-up", str(ramp), "--duration", str(args.duration), "--sources", SOURCES,
-            timeout=ramp + args.duration + 120)
+            timeout=ramp + args.duration + 120, redis=redis)
     finally:
         target.stop()
-    return {
+        if redis:
+            redis.stop()
+    extra = {"redis CPU %": report.get("redisCpuPercent")} if redis else {}
+    return extra | {
         "messages/s": report["messagesPerSecond"],
         "ack p50 ms": report["latencyMs"]["p50"],
         "ack p99 ms": report["latencyMs"]["p99"],
@@ -313,9 +377,13 @@ def cases(suites):
             for connections in (1, 16):
                 yield suite, f"closed loop, {connections} connection{'s' * (connections > 1)}, base64", case_closed, (connections,)
         elif suite == "sinks":
-            for sink in ("null", "file"):
+            for sink in ("null", "file", "redis"):
                 yield suite, f"closed loop, 16 connections, {sink} sink", case_closed, (16, sink, "base64", True)
             yield suite, "closed loop, 16 connections, binary frames, file sink", case_closed, (16, "file", "binary", True)
+            yield suite, "closed loop, 16 connections, binary frames, redis sink", case_closed, (16, "redis", "binary", True)
+            for callers in (1_000, 2_000):
+                yield suite, f"{callers:,} paced callers, redis sink and store, AOF", case_paced, (callers, "redis", True)
+                yield suite, f"{callers:,} paced callers, redis sink and store, in memory", case_paced, (callers, "redis-memory", True)
         elif suite == "paced":
             for callers in PACED:
                 yield suite, f"{callers:,} paced callers, a chunk every 100 ms", case_paced, (callers,)
