@@ -24,6 +24,11 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Session keys renewed per round trip of the heartbeat.
 const RENEW_BATCH: usize = 500;
 
+/// How long one reading of the cluster's counts answers `/health` and `/api/status`: the
+/// counts are only as fresh as each replica's last publication anyway (at most 50 ms after a
+/// change), and a probe per request must not cost a Redis round trip each.
+const CLUSTER_CACHE: Duration = Duration::from_millis(100);
+
 /// Publishes this replica and lists the live ones: a replica is alive while its hash exists.
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
@@ -98,6 +103,8 @@ pub struct RedisConnectionStore {
     heartbeat_failing: std::sync::atomic::AtomicBool,
     /// Set at shutdown, before the replica is removed, so that no heartbeat brings it back.
     stopped: std::sync::atomic::AtomicBool,
+    /// The last reading of the cluster's counts, and when it was taken.
+    cluster_seen: Mutex<Option<(Instant, ClusterView)>>,
     scripts: Scripts,
 }
 
@@ -135,6 +142,7 @@ impl RedisConnectionStore {
             changed: Arc::new(Notify::new()),
             heartbeat_failing: std::sync::atomic::AtomicBool::new(false),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            cluster_seen: Mutex::new(None),
             scripts: Scripts {
                 heartbeat: Script::new(HEARTBEAT),
                 cluster: Script::new(CLUSTER),
@@ -296,6 +304,15 @@ impl ConnectionStore for RedisConnectionStore {
     }
 
     async fn cluster(&self) -> Result<Option<ClusterView>, StoreError> {
+        let cached = self
+            .cluster_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|(at, _)| at.elapsed() < CLUSTER_CACHE);
+        if let Some((_, view)) = cached {
+            return Ok(Some(view));
+        }
         let mut connection = self.pool.get();
         let (replicas, connections, sessions): (usize, usize, usize) = self
             .scripts
@@ -305,12 +322,17 @@ impl ConnectionStore for RedisConnectionStore {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(Some(ClusterView {
+        let view = ClusterView {
             replica: self.replica.clone(),
             replicas,
             connections,
             sessions,
-        }))
+        };
+        *self
+            .cluster_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), view.clone()));
+        Ok(Some(view))
     }
 }
 
