@@ -79,13 +79,19 @@ async fn read_back(pool: &RedisPool, session: &Session) -> (Vec<u8>, u64, Option
     (audio, read.chunks, read.ending)
 }
 
-#[tokio::test]
-async fn a_chunk_resent_after_its_answer_was_lost_is_appended_once() {
+/// A private Redis, a pool and a sink on it, and a session whose recording is open.
+async fn opened() -> (RedisServer, RedisPool, RedisStreamAudioSink, Session) {
     let redis = RedisServer::start().await;
     let pool = pool(&redis).await;
     let sink = sink(&pool);
     let session = session();
     sink.open(session.recording_start()).await.unwrap();
+    (redis, pool, sink, session)
+}
+
+#[tokio::test]
+async fn a_chunk_resent_after_its_answer_was_lost_is_appended_once() {
+    let (_redis, pool, sink, session) = opened().await;
 
     sink.write(session.recording(), 1, chunk(1)).await.unwrap();
     sink.write(session.recording(), 1, chunk(1)).await.unwrap();
@@ -99,11 +105,7 @@ async fn a_chunk_resent_after_its_answer_was_lost_is_appended_once() {
 
 #[tokio::test]
 async fn sequence_numbers_beyond_what_a_double_holds_are_compared_exactly() {
-    let redis = RedisServer::start().await;
-    let pool = pool(&redis).await;
-    let sink = sink(&pool);
-    let session = session();
-    sink.open(session.recording_start()).await.unwrap();
+    let (_redis, pool, sink, session) = opened().await;
     let big = (1_u64 << 60) + 1;
 
     sink.write(session.recording(), big, chunk(1))
@@ -525,11 +527,7 @@ async fn gaps_travel_with_the_recording_to_the_replica_that_continues_it() {
 
 #[tokio::test]
 async fn a_redis_that_lost_acknowledged_audio_is_reported_not_written_over() {
-    let redis = RedisServer::start().await;
-    let pool = pool(&redis).await;
-    let sink = sink(&pool);
-    let session = session();
-    sink.open(session.recording_start()).await.unwrap();
+    let (redis, _pool, sink, session) = opened().await;
     sink.write(session.recording(), 1, chunk(1)).await.unwrap();
     sink.write(session.recording(), 2, chunk(2)).await.unwrap();
     // What a failover to a replica that was behind looks like from here.

@@ -418,32 +418,29 @@ impl IngestService {
                     // Another replica may have continued the session since it was parked here:
                     // take the recording back and catch up with what it stored. A sink only
                     // this process writes to cannot have been continued by anyone else.
-                    let continued = match self.sink.can_continue_recordings() {
-                        true => {
-                            self.sink
-                                .continue_recording(session.recording_start())
-                                .await
-                        }
-                        false => Err(SinkError::CannotContinue(session.recording())),
-                    };
-                    match continued {
-                        Ok(stored) => session.catch_up(stored),
-                        Err(SinkError::CannotContinue(_)) => {}
-                        Err(SinkError::Finished(_)) => {
-                            tracing::info!(session_id = %id, "resume refused: another replica finished the session");
-                            self.sessions.forget(id);
-                            self.forget_shared(&session).await;
-                            return rejected(Rejection::SessionNotFound(id));
-                        }
-                        Err(source) => {
-                            let recording = session.recording();
-                            session.detach(now);
-                            self.repark(session, now).await;
-                            return Err(HandleClientMessageError::Recording {
-                                recording,
-                                action: "continued",
-                                source,
-                            });
+                    if self.sink.can_continue_recordings() {
+                        match self
+                            .sink
+                            .continue_recording(session.recording_start())
+                            .await
+                        {
+                            Ok(stored) => session.catch_up(stored),
+                            Err(SinkError::Finished(_)) => {
+                                tracing::info!(session_id = %id, "resume refused: another replica finished the session");
+                                self.sessions.forget(id);
+                                self.forget_shared(&session).await;
+                                return rejected(Rejection::SessionNotFound(id));
+                            }
+                            Err(source) => {
+                                let recording = session.recording();
+                                session.detach(now);
+                                self.repark(session, now).await;
+                                return Err(HandleClientMessageError::Recording {
+                                    recording,
+                                    action: "continued",
+                                    source,
+                                });
+                            }
                         }
                     }
                     // The shared state must name the new holder, or its park would be refused.

@@ -148,6 +148,21 @@ async fn started(service: &IngestService) -> (Connection, SessionInfo) {
     }
 }
 
+/// A resume of `id` with a token that cannot be its own.
+fn resume_with_any_token(id: aimcs_domain::SessionId) -> ClientMessage {
+    ClientMessage::SessionResume {
+        session: id,
+        token: "x".into(),
+        last_acked_seq: None,
+    }
+}
+
+/// The answer to [`resume_with_any_token`] on a new connection.
+async fn ask_to_resume(service: &IngestService, id: aimcs_domain::SessionId) -> ServerMessage {
+    let mut connection = opened(service).await;
+    ask(service, &mut connection, resume_with_any_token(id)).await
+}
+
 fn resume(info: &SessionInfo, token: &str) -> ClientMessage {
     ClientMessage::SessionResume {
         session: info.session,
@@ -812,19 +827,9 @@ async fn a_resume_of_a_session_another_connection_holds_asks_for_it_to_let_go() 
 #[tokio::test]
 async fn a_resume_of_an_unknown_session_is_refused() {
     let service = service(accepting_store(), MockAudioSink::new());
-    let mut connection = opened(&service).await;
     let id = aimcs_domain::SessionId::random();
 
-    let reply = ask(
-        &service,
-        &mut connection,
-        ClientMessage::SessionResume {
-            session: id,
-            token: "x".into(),
-            last_acked_seq: None,
-        },
-    )
-    .await;
+    let reply = ask_to_resume(&service, id).await;
 
     assert_eq!(
         reply,
@@ -1411,18 +1416,8 @@ async fn a_resume_of_a_session_neither_this_replica_nor_the_shared_store_has_is_
         .times(1)
         .returning(|_| Ok(None));
     let service = shared_service(accepting_store(), MockAudioSink::new(), shared);
-    let mut connection = opened(&service).await;
 
-    let reply = ask(
-        &service,
-        &mut connection,
-        ClientMessage::SessionResume {
-            session: id,
-            token: "x".into(),
-            last_acked_seq: None,
-        },
-    )
-    .await;
+    let reply = ask_to_resume(&service, id).await;
 
     assert_eq!(
         reply,
@@ -1439,14 +1434,7 @@ async fn a_resume_the_shared_store_cannot_answer_is_reported() {
     let mut connection = opened(&service).await;
 
     let result = service
-        .handle_client_message(
-            &mut connection,
-            ClientMessage::SessionResume {
-                session: id,
-                token: "x".into(),
-                last_acked_seq: None,
-            },
-        )
+        .handle_client_message(&mut connection, resume_with_any_token(id))
         .await;
 
     assert!(
